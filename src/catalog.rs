@@ -1,0 +1,355 @@
+//! The service catalog: an index of namespaces, services and endpoint slices.
+//!
+//! Sources feed it [`CatalogEvent`]s; it applies them synchronously and says whether anything
+//! changed. It knows nothing of Kubernetes clients, files or Envoy: its types are the domain
+//! model that `translate` reads. A [`CatalogEvent::Reset`] replaces the whole state at once, so
+//! a re-list can never be observed half-done.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+/// Namespace and name of a namespaced object.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// Builds a key.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ObjectKey {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+/// A namespace and its labels (discovery selectors match on them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Namespace {
+    /// Namespace name.
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// How a service is reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServiceKind {
+    /// A virtual IP in front of endpoints (ClusterIP, NodePort, LoadBalancer).
+    ClusterIp,
+    /// `clusterIP: None`: clients reach the endpoints directly.
+    Headless,
+    /// A DNS alias for a host outside the mesh.
+    ExternalName(String),
+}
+
+/// One port of a service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    /// Port name ("" for the unnamed single port).
+    pub name: String,
+    /// Service port number.
+    pub port: u16,
+    /// `appProtocol`, if set.
+    pub app_protocol: Option<String>,
+}
+
+/// A Kubernetes Service reduced to what config is built from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    /// Namespace and name.
+    pub key: ObjectKey,
+    /// How it is reached.
+    pub kind: ServiceKind,
+    /// TCP ports (UDP and SCTP ports are left out).
+    pub ports: Vec<ServicePort>,
+}
+
+/// One port of an endpoint slice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlicePort {
+    /// Name matching a service port name ("" when unnamed).
+    pub name: String,
+    /// Port number on the endpoints.
+    pub port: u16,
+}
+
+/// One endpoint of a slice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Addresses of the endpoint (all of one family).
+    pub addresses: Vec<IpAddr>,
+    /// Ready to receive traffic (`conditions.ready`, unset counts as ready).
+    pub ready: bool,
+    /// Being shut down (`conditions.terminating`).
+    pub terminating: bool,
+}
+
+/// A `discovery.k8s.io/v1` EndpointSlice of a service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointSlice {
+    /// Namespace and slice name.
+    pub key: ObjectKey,
+    /// The service it belongs to (label `kubernetes.io/service-name`).
+    pub service: String,
+    /// Ports.
+    pub ports: Vec<SlicePort>,
+    /// Endpoints.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// Any object the catalog indexes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Object {
+    /// A namespace.
+    Namespace(Namespace),
+    /// A service.
+    Service(Service),
+    /// An endpoint slice.
+    EndpointSlice(EndpointSlice),
+}
+
+/// Identifies an object for deletion.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ObjectRef {
+    /// A namespace by name.
+    Namespace(String),
+    /// A service.
+    Service(ObjectKey),
+    /// An endpoint slice.
+    EndpointSlice(ObjectKey),
+}
+
+/// A change a source reports.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CatalogEvent {
+    /// Add or replace one object.
+    Apply(Object),
+    /// Remove one object.
+    Delete(ObjectRef),
+    /// Replace the whole state with these objects, atomically.
+    Reset(Vec<Object>),
+    /// The source has delivered its initial state.
+    Synced,
+}
+
+/// The index.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Catalog {
+    namespaces: BTreeMap<String, Namespace>,
+    services: BTreeMap<ObjectKey, Service>,
+    slices: BTreeMap<ObjectKey, EndpointSlice>,
+    /// Slice keys by the service they belong to.
+    slices_by_service: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
+}
+
+impl Catalog {
+    /// Applies one event; returns whether the catalog changed.
+    pub fn handle(&mut self, event: CatalogEvent) -> bool {
+        match event {
+            CatalogEvent::Apply(object) => self.apply(object),
+            CatalogEvent::Delete(object) => self.delete(&object),
+            CatalogEvent::Reset(objects) => self.reset(objects),
+            CatalogEvent::Synced => false,
+        }
+    }
+
+    /// Adds or replaces one object; returns whether anything changed.
+    pub fn apply(&mut self, object: Object) -> bool {
+        match object {
+            Object::Namespace(ns) => replace(&mut self.namespaces, ns.name.clone(), ns),
+            Object::Service(svc) => replace(&mut self.services, svc.key.clone(), svc),
+            Object::EndpointSlice(slice) => {
+                let key = slice.key.clone();
+                let owner = ObjectKey::new(&key.namespace, &slice.service);
+                if let Some(old) = self.slices.get(&key) {
+                    if *old == slice {
+                        return false;
+                    }
+                    self.unlink_slice(&key, &old.service.clone());
+                }
+                self.slices_by_service.entry(owner).or_default().insert(key.clone());
+                self.slices.insert(key, slice);
+                true
+            }
+        }
+    }
+
+    /// Removes one object; returns whether it was there.
+    pub fn delete(&mut self, object: &ObjectRef) -> bool {
+        match object {
+            ObjectRef::Namespace(name) => self.namespaces.remove(name).is_some(),
+            ObjectRef::Service(key) => self.services.remove(key).is_some(),
+            ObjectRef::EndpointSlice(key) => match self.slices.remove(key) {
+                Some(old) => {
+                    self.unlink_slice(key, &old.service);
+                    true
+                }
+                None => false,
+            },
+        }
+    }
+
+    /// Replaces everything with `objects`; returns whether anything changed.
+    pub fn reset(&mut self, objects: Vec<Object>) -> bool {
+        let mut next = Catalog::default();
+        for object in objects {
+            next.apply(object);
+        }
+        if next == *self {
+            return false;
+        }
+        *self = next;
+        true
+    }
+
+    fn unlink_slice(&mut self, key: &ObjectKey, service: &str) {
+        let owner = ObjectKey::new(&key.namespace, service);
+        if let Some(set) = self.slices_by_service.get_mut(&owner) {
+            set.remove(key);
+            if set.is_empty() {
+                self.slices_by_service.remove(&owner);
+            }
+        }
+    }
+
+    /// All services, ordered by namespace and name.
+    pub fn services(&self) -> impl Iterator<Item = &Service> {
+        self.services.values()
+    }
+
+    /// All namespaces, ordered by name.
+    pub fn namespaces(&self) -> impl Iterator<Item = &Namespace> {
+        self.namespaces.values()
+    }
+
+    /// The endpoint slices of a service, ordered by slice name.
+    pub fn slices_of<'a>(&'a self, service: &ObjectKey) -> impl Iterator<Item = &'a EndpointSlice> {
+        self.slices_by_service
+            .get(service)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| self.slices.get(key))
+    }
+
+    /// Number of services.
+    pub fn service_count(&self) -> usize {
+        self.services.len()
+    }
+
+    /// Number of endpoint slices.
+    pub fn slice_count(&self) -> usize {
+        self.slices.len()
+    }
+}
+
+fn replace<K: Ord, V: PartialEq>(map: &mut BTreeMap<K, V>, key: K, value: V) -> bool {
+    match map.get(&key) {
+        Some(old) if *old == value => false,
+        _ => {
+            map.insert(key, value);
+            true
+        }
+    }
+}
+
+/// Small builders for tests in this crate and its integration tests.
+#[doc(hidden)]
+pub mod build {
+    use super::*;
+
+    /// A ClusterIP service with `(name, port)` ports.
+    pub fn service(ns: &str, name: &str, ports: &[(&str, u16)]) -> Service {
+        Service {
+            key: ObjectKey::new(ns, name),
+            kind: ServiceKind::ClusterIp,
+            ports: ports
+                .iter()
+                .map(|(n, p)| ServicePort {
+                    name: n.to_string(),
+                    port: *p,
+                    app_protocol: None,
+                })
+                .collect(),
+        }
+    }
+
+    /// A slice of `service` with `(name, port)` ports and `(ip, ready, terminating)` endpoints.
+    pub fn slice(
+        ns: &str,
+        name: &str,
+        service: &str,
+        ports: &[(&str, u16)],
+        endpoints: &[(&str, bool, bool)],
+    ) -> EndpointSlice {
+        EndpointSlice {
+            key: ObjectKey::new(ns, name),
+            service: service.to_string(),
+            ports: ports
+                .iter()
+                .map(|(n, p)| SlicePort {
+                    name: n.to_string(),
+                    port: *p,
+                })
+                .collect(),
+            endpoints: endpoints
+                .iter()
+                .map(|(ip, ready, terminating)| Endpoint {
+                    addresses: vec![ip.parse().expect("test IP")],
+                    ready: *ready,
+                    terminating: *terminating,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::build::*;
+    use super::*;
+
+    #[test]
+    fn apply_is_idempotent_and_reports_change() {
+        let mut c = Catalog::default();
+        assert!(c.apply(Object::Service(service("shop", "web", &[("http", 80)]))));
+        assert!(!c.apply(Object::Service(service("shop", "web", &[("http", 80)]))));
+        assert!(c.apply(Object::Service(service("shop", "web", &[("http", 81)]))));
+        assert_eq!(c.service_count(), 1);
+    }
+
+    #[test]
+    fn slices_are_indexed_by_service_and_follow_relabels() {
+        let mut c = Catalog::default();
+        c.apply(Object::EndpointSlice(slice("shop", "web-1", "web", &[], &[])));
+        c.apply(Object::EndpointSlice(slice("shop", "web-2", "web", &[], &[])));
+        let web = ObjectKey::new("shop", "web");
+        assert_eq!(c.slices_of(&web).count(), 2);
+        // web-2 moves to another service.
+        c.apply(Object::EndpointSlice(slice("shop", "web-2", "api", &[], &[])));
+        assert_eq!(c.slices_of(&web).count(), 1);
+        assert_eq!(c.slices_of(&ObjectKey::new("shop", "api")).count(), 1);
+        assert!(c.delete(&ObjectRef::EndpointSlice(ObjectKey::new("shop", "web-1"))));
+        assert_eq!(c.slices_of(&web).count(), 0);
+        assert!(!c.delete(&ObjectRef::EndpointSlice(ObjectKey::new("shop", "web-1"))));
+    }
+
+    #[test]
+    fn reset_replaces_atomically_and_detects_no_change() {
+        let mut c = Catalog::default();
+        let objects = vec![
+            Object::Service(service("shop", "web", &[("http", 80)])),
+            Object::EndpointSlice(slice("shop", "web-1", "web", &[("http", 8080)], &[])),
+        ];
+        assert!(c.reset(objects.clone()));
+        assert!(!c.reset(objects));
+        assert!(c.reset(vec![Object::Service(service("pay", "ledger", &[("grpc", 9000)]))]));
+        assert_eq!(c.service_count(), 1);
+        assert_eq!(c.slice_count(), 0);
+        assert_eq!(c.services().next().unwrap().key.name, "ledger");
+    }
+}

@@ -1,0 +1,232 @@
+//! The publisher task: owns the catalog, debounces changes, translates, and publishes
+//! snapshots on a `tokio::sync::watch` channel.
+//!
+//! Nothing is published before every source reported its initial sync, so streams never see
+//! an empty snapshot that only means "not read yet". Debounce: a build starts once events have
+//! been quiet for `quiet`, or `max` after the first unbuilt change, whichever is first.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{build, ResourceType, Snapshot};
+use crate::catalog::{Catalog, CatalogEvent};
+use crate::translate::{translate, MeshConfig};
+
+/// The receiving side streams use: `None` until the first snapshot.
+pub type SnapshotReceiver = watch::Receiver<Option<Arc<Snapshot>>>;
+
+/// Debounce between catalog changes and snapshot builds.
+#[derive(Clone, Copy, Debug)]
+pub struct Debounce {
+    /// Quiet time after the last change.
+    pub quiet: Duration,
+    /// Longest delay after the first unbuilt change.
+    pub max: Duration,
+}
+
+/// Publisher metrics.
+#[derive(Clone, Debug)]
+pub struct PublisherMetrics {
+    /// Serializations of resources (encode-once: one per changed snapshot resource).
+    pub encodes: Counter,
+    builds: Counter,
+    build_seconds: Histogram,
+    clusters: Gauge,
+    load_assignments: Gauge,
+}
+
+impl Default for PublisherMetrics {
+    fn default() -> Self {
+        PublisherMetrics {
+            encodes: Counter::default(),
+            builds: Counter::default(),
+            build_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            clusters: Gauge::default(),
+            load_assignments: Gauge::default(),
+        }
+    }
+}
+
+impl PublisherMetrics {
+    /// Registers the metrics.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register("snapshot_encodes", "Resources serialized while building snapshots", self.encodes.clone());
+        registry.register("snapshot_builds", "Snapshots built and published", self.builds.clone());
+        registry.register("snapshot_build_seconds", "Time to translate and encode one snapshot", self.build_seconds.clone());
+        registry.register("snapshot_clusters", "Clusters in the current snapshot", self.clusters.clone());
+        registry.register("snapshot_endpoint_sets", "ClusterLoadAssignments in the current snapshot", self.load_assignments.clone());
+    }
+}
+
+/// Owns the catalog and publishes snapshots.
+pub struct Publisher {
+    catalog: Catalog,
+    mesh: MeshConfig,
+    debounce: Debounce,
+    sources_pending: usize,
+    tx: watch::Sender<Option<Arc<Snapshot>>>,
+    metrics: PublisherMetrics,
+    serial: u64,
+}
+
+impl Publisher {
+    /// A publisher waiting for `sources` initial syncs; returns it with the snapshot receiver.
+    pub fn new(
+        mesh: MeshConfig,
+        debounce: Debounce,
+        sources: usize,
+        metrics: PublisherMetrics,
+    ) -> (Publisher, SnapshotReceiver) {
+        let (tx, rx) = watch::channel(None);
+        let publisher = Publisher {
+            catalog: Catalog::default(),
+            mesh,
+            debounce,
+            sources_pending: sources,
+            tx,
+            metrics,
+            serial: 0,
+        };
+        (publisher, rx)
+    }
+
+    /// Another receiver of the published snapshots.
+    pub fn subscribe(&self) -> SnapshotReceiver {
+        self.tx.subscribe()
+    }
+
+    /// Runs until the event channel closes or `shutdown`.
+    pub async fn run(mut self, mut events: mpsc::Receiver<CatalogEvent>, shutdown: CancellationToken) {
+        // (first unbuilt change, last change)
+        let mut pending: Option<(Instant, Instant)> = None;
+        loop {
+            let deadline = pending.map(|(first, last)| {
+                (last + self.debounce.quiet).min(first + self.debounce.max)
+            });
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = sleep_until(deadline), if self.sources_pending == 0 => {
+                    pending = None;
+                    self.publish();
+                }
+                event = events.recv() => {
+                    let Some(event) = event else { return };
+                    if event == CatalogEvent::Synced {
+                        self.sources_pending = self.sources_pending.saturating_sub(1);
+                        if self.sources_pending == 0 {
+                            tracing::info!(services = self.catalog.service_count(), "all sources synced");
+                            pending = None;
+                            self.publish();
+                        }
+                    } else if self.catalog.handle(event) {
+                        let now = Instant::now();
+                        pending = Some(pending.map_or((now, now), |(first, _)| (first, now)));
+                    }
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        let started = std::time::Instant::now();
+        let translation = translate(&self.catalog, &self.mesh);
+        self.serial += 1;
+        let previous = self.tx.borrow().clone();
+        let snapshot = build(self.serial, &translation, previous.as_deref(), &self.metrics.encodes);
+        let unchanged = previous.as_ref().is_some_and(|p| {
+            ResourceType::ALL
+                .iter()
+                .all(|t| p.resources(*t).version == snapshot.resources(*t).version)
+        });
+        self.metrics.build_seconds.observe(started.elapsed().as_secs_f64());
+        if unchanged {
+            tracing::debug!("catalog changed but the config did not; nothing published");
+            return;
+        }
+        self.metrics.builds.inc();
+        self.metrics.clusters.set(translation.clusters.len() as i64);
+        self.metrics.load_assignments.set(translation.load_assignments.len() as i64);
+        tracing::info!(
+            serial = snapshot.serial,
+            clusters = translation.clusters.len(),
+            endpoint_sets = translation.load_assignments.len(),
+            cds_version = %snapshot.resources(ResourceType::Cluster).version,
+            eds_version = %snapshot.resources(ResourceType::Endpoint).version,
+            "snapshot published"
+        );
+        self.tx.send_replace(Some(Arc::new(snapshot)));
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::build::service;
+    use crate::catalog::Object;
+
+    fn svc(name: &str) -> CatalogEvent {
+        CatalogEvent::Apply(Object::Service(service("shop", name, &[("http", 80)])))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_published_before_sync_and_bursts_are_debounced() {
+        let debounce = Debounce { quiet: Duration::from_millis(100), max: Duration::from_secs(10) };
+        let metrics = PublisherMetrics::default();
+        let (publisher, mut rx) = Publisher::new(MeshConfig::default(), debounce, 1, metrics.clone());
+        let (tx, events) = mpsc::channel(16);
+        tokio::spawn(publisher.run(events, CancellationToken::new()));
+
+        tx.send(svc("a")).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(rx.borrow().is_none(), "not synced yet: nothing published");
+
+        tx.send(CatalogEvent::Synced).await.unwrap();
+        rx.changed().await.unwrap();
+        assert_eq!(rx.borrow_and_update().as_ref().unwrap().resources(ResourceType::Cluster).by_name.len(), 1);
+
+        for name in ["b", "c", "d"] {
+            tx.send(svc(name)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        rx.changed().await.unwrap();
+        assert_eq!(rx.borrow_and_update().as_ref().unwrap().resources(ResourceType::Cluster).by_name.len(), 4);
+        assert_eq!(metrics.builds.get(), 2, "one build for the burst");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_steady_stream_of_changes_is_published_at_the_max_delay() {
+        let debounce = Debounce { quiet: Duration::from_millis(100), max: Duration::from_secs(1) };
+        let (publisher, mut rx) = Publisher::new(MeshConfig::default(), debounce, 1, PublisherMetrics::default());
+        let (tx, events) = mpsc::channel(16);
+        tokio::spawn(publisher.run(events, CancellationToken::new()));
+        tx.send(CatalogEvent::Synced).await.unwrap();
+        rx.changed().await.unwrap();
+        rx.borrow_and_update();
+        let start = Instant::now();
+        for i in 0..30 {
+            tx.send(svc(&format!("s{i}"))).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if rx.has_changed().unwrap() {
+                break;
+            }
+        }
+        let waited = start.elapsed();
+        assert!(rx.has_changed().unwrap(), "published while changes kept coming");
+        assert!(waited >= Duration::from_secs(1) && waited < Duration::from_millis(1200), "{waited:?}");
+    }
+}

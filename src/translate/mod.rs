@@ -1,0 +1,132 @@
+//! Translation: pure functions from the catalog (and a revision's mesh config) to Envoy protos.
+//!
+//! Nothing here does I/O, knows a Kubernetes client or a gRPC server: every rule is a plain
+//! function, unit-tested with builders.
+//!
+//! What each kind of Service becomes (one cluster per TCP service port, DESIGN.md §4):
+//! - ClusterIP (and NodePort/LoadBalancer): an EDS cluster whose ClusterLoadAssignment holds the
+//!   ready endpoints of the service's EndpointSlices.
+//! - Headless (`clusterIP: None`): the same EDS cluster. Clients of a headless service reach the
+//!   pods directly, which is what an EDS cluster over the pod addresses does.
+//! - ExternalName: a `STRICT_DNS` cluster resolving `spec.externalName` on the port, with its
+//!   endpoint inline and no ClusterLoadAssignment in EDS (there are no endpoints to watch).
+
+pub mod cluster;
+pub mod endpoint;
+
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+
+use crate::catalog::{Catalog, ServiceKind};
+
+/// Per-revision settings that shape translation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeshConfig {
+    /// Cluster DNS domain (`cluster.local`).
+    pub domain: String,
+    /// Upstream connect timeout of every cluster.
+    pub connect_timeout: Duration,
+    /// Load-balancing policy of every cluster.
+    pub lb_policy: LbPolicy,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        MeshConfig {
+            domain: "cluster.local".to_string(),
+            connect_timeout: Duration::from_secs(1),
+            lb_policy: LbPolicy::RoundRobin,
+        }
+    }
+}
+
+/// Load-balancing policies a mesh config may choose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LbPolicy {
+    /// Round robin.
+    RoundRobin,
+    /// Least request.
+    LeastRequest,
+    /// Random.
+    Random,
+}
+
+/// Everything translated from one catalog state.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Translation {
+    /// Clusters, ordered by name.
+    pub clusters: Vec<Cluster>,
+    /// ClusterLoadAssignments of the EDS clusters, ordered by cluster name.
+    pub load_assignments: Vec<ClusterLoadAssignment>,
+}
+
+/// Translates the whole catalog.
+pub fn translate(catalog: &Catalog, mesh: &MeshConfig) -> Translation {
+    let mut out = Translation::default();
+    for service in catalog.services() {
+        for port in &service.ports {
+            let name = cluster::cluster_name(service, port.port, &mesh.domain);
+            match &service.kind {
+                ServiceKind::ExternalName(host) => {
+                    out.clusters.push(cluster::dns_cluster(name, host, port, mesh));
+                }
+                ServiceKind::ClusterIp | ServiceKind::Headless => {
+                    let slices = catalog.slices_of(&service.key);
+                    out.load_assignments
+                        .push(endpoint::load_assignment(name.clone(), port, slices));
+                    out.clusters.push(cluster::eds_cluster(name, port, mesh));
+                }
+            }
+        }
+    }
+    out.clusters.sort_by(|a, b| a.name.cmp(&b.name));
+    out.load_assignments
+        .sort_by(|a, b| a.cluster_name.cmp(&b.cluster_name));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::build::{service, slice};
+    use crate::catalog::Object;
+
+    #[test]
+    fn one_cluster_per_port_and_a_load_assignment_even_without_slices() {
+        let mut catalog = Catalog::default();
+        catalog.apply(Object::Service(service("shop", "web", &[("http", 80), ("admin", 9090)])));
+        let t = translate(&catalog, &MeshConfig::default());
+        let names: Vec<_> = t.clusters.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "outbound|80||web.shop.svc.cluster.local",
+                "outbound|9090||web.shop.svc.cluster.local"
+            ]
+        );
+        assert_eq!(t.load_assignments.len(), 2);
+        assert!(t.load_assignments.iter().all(|l| l.endpoints.is_empty()));
+    }
+
+    #[test]
+    fn external_name_becomes_a_dns_cluster_without_eds() {
+        let mut catalog = Catalog::default();
+        let mut ext = service("shop", "payments-api", &[("https", 443)]);
+        ext.kind = ServiceKind::ExternalName("api.example.com".into());
+        catalog.apply(Object::Service(ext));
+        catalog.apply(Object::EndpointSlice(slice(
+            "shop",
+            "stray",
+            "payments-api",
+            &[("https", 443)],
+            &[("10.0.0.1", true, false)],
+        )));
+        let t = translate(&catalog, &MeshConfig::default());
+        assert_eq!(t.clusters.len(), 1);
+        assert!(t.load_assignments.is_empty());
+        let la = t.clusters[0].load_assignment.as_ref().unwrap();
+        assert_eq!(endpoint::socket_addresses(la), ["api.example.com:443"]);
+    }
+}

@@ -1,0 +1,224 @@
+//! Per-stream xDS state: subscriptions, nonces, sent and acknowledged versions, NACKs.
+//!
+//! Pure data and rules (DESIGN.md §3), unit-tested without tonic. The stream task feeds it
+//! requests and snapshots and sends whatever [`StreamState::response_for`] returns.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use crate::snapshot::{Resource, ResourceType, Snapshot};
+
+/// A NACK: the client rejected a response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Nack {
+    /// The version the client still holds (the one it reported).
+    pub version: String,
+    /// Nonce of the rejected response.
+    pub nonce: String,
+    /// The client's error message.
+    pub message: String,
+    /// When it arrived.
+    pub at: SystemTime,
+}
+
+/// What the client said about the last response in a request, if anything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// A first request or a subscription change: nothing acknowledged.
+    None,
+    /// The request carried a nonce that is not the latest; it was ignored whole.
+    Stale,
+    /// The latest response was accepted; `latency` since its snapshot was built.
+    Ack {
+        /// Time from snapshot build to this ACK, when known.
+        since_build: Option<std::time::Duration>,
+    },
+    /// The latest response was rejected.
+    Nack(Nack),
+}
+
+/// One request, reduced to the fields the rules read.
+#[derive(Clone, Debug, Default)]
+pub struct RequestView<'a> {
+    /// `version_info`.
+    pub version: &'a str,
+    /// `response_nonce`.
+    pub nonce: &'a str,
+    /// `resource_names`.
+    pub names: &'a [String],
+    /// `error_detail.message`, if `error_detail` is set.
+    pub error: Option<&'a str>,
+}
+
+/// State of one resource type on one stream.
+#[derive(Clone, Debug, Default)]
+pub struct TypeState {
+    /// A request for this type arrived.
+    pub requested: bool,
+    /// Subscribed to every resource (legacy empty list, or explicit `*`).
+    pub wildcard: bool,
+    /// Subscribed by an empty first request (legacy wildcard).
+    legacy_wildcard: bool,
+    /// Explicitly subscribed names.
+    pub names: BTreeSet<String>,
+    /// Name → version of what the client was last sent of each resource.
+    sent: HashMap<String, String>,
+    /// Type version of the snapshot this state was last brought up to date with.
+    synced_type_version: Option<String>,
+    /// Nonce of the latest response.
+    pub nonce: Option<String>,
+    /// `version_info` of the latest response.
+    pub sent_version: Option<String>,
+    /// When the snapshot of the latest response was built.
+    sent_built: Option<Instant>,
+    /// Latest version the client acknowledged.
+    pub acked_version: Option<String>,
+    /// Latest NACK, kept until a later response is acknowledged.
+    pub last_nack: Option<Nack>,
+}
+
+/// A response to send.
+#[derive(Clone, Debug)]
+pub struct Response {
+    /// Resource type.
+    pub kind: ResourceType,
+    /// `version_info`.
+    pub version: String,
+    /// `nonce`.
+    pub nonce: String,
+    /// Resources to include.
+    pub resources: Vec<Arc<Resource>>,
+}
+
+/// All xDS state of one stream.
+#[derive(Clone, Debug, Default)]
+pub struct StreamState {
+    types: [TypeState; 4],
+    responses: u64,
+}
+
+impl StreamState {
+    /// State of one type.
+    pub fn get(&self, kind: ResourceType) -> &TypeState {
+        &self.types[kind as usize]
+    }
+
+    /// Applies a request. Returns what it said about the last response and whether a
+    /// response must be considered now (first request of the type or a subscription change).
+    pub fn on_request(&mut self, kind: ResourceType, req: &RequestView<'_>) -> (Verdict, bool) {
+        let ts = &mut self.types[kind as usize];
+        let verdict = if req.nonce.is_empty() {
+            Verdict::None
+        } else if ts.nonce.as_deref() != Some(req.nonce) {
+            return (Verdict::Stale, false);
+        } else if let Some(message) = req.error {
+            let nack = Nack {
+                version: req.version.to_string(),
+                nonce: req.nonce.to_string(),
+                message: message.to_string(),
+                at: SystemTime::now(),
+            };
+            ts.last_nack = Some(nack.clone());
+            Verdict::Nack(nack)
+        } else {
+            ts.acked_version = Some(req.version.to_string());
+            ts.last_nack = None;
+            Verdict::Ack {
+                since_build: ts.sent_built.map(|b| b.elapsed()),
+            }
+        };
+
+        let first = !ts.requested;
+        ts.requested = true;
+        let before = (ts.wildcard, ts.names.clone());
+        if req.names.is_empty() {
+            if first {
+                ts.legacy_wildcard = true;
+                ts.wildcard = true;
+            } else if !ts.legacy_wildcard {
+                ts.wildcard = false;
+                ts.names.clear();
+            }
+        } else {
+            ts.legacy_wildcard = false;
+            ts.wildcard = req.names.iter().any(|n| n == "*");
+            ts.names = req.names.iter().filter(|n| *n != "*").cloned().collect();
+        }
+        let changed = first || before != (ts.wildcard, ts.names.clone());
+        if changed && !ts.wildcard {
+            // Names dropped from the subscription are forgotten, so a re-subscribe resends.
+            let names = &ts.names;
+            ts.sent.retain(|name, _| names.contains(name));
+        }
+        if changed {
+            ts.synced_type_version = None;
+        }
+        (verdict, changed)
+    }
+
+    /// The response `kind` needs for `snapshot`, if any. `force` answers even when nothing
+    /// changed (required after a first request or a subscription change of CDS/LDS).
+    pub fn response_for(
+        &mut self,
+        kind: ResourceType,
+        snapshot: &Snapshot,
+        force: bool,
+    ) -> Option<Response> {
+        let ts = &mut self.types[kind as usize];
+        let resources = snapshot.resources(kind);
+        if !ts.requested || ts.synced_type_version.as_deref() == Some(resources.version.as_str()) {
+            return None;
+        }
+        ts.synced_type_version = Some(resources.version.clone());
+        let wanted: Vec<&Arc<Resource>> = if ts.wildcard {
+            resources.by_name.values().collect()
+        } else {
+            ts.names.iter().filter_map(|n| resources.by_name.get(n)).collect()
+        };
+        let changed = |r: &&Arc<Resource>| ts.sent.get(&r.name) != Some(&r.version);
+        let send: Vec<Arc<Resource>> = if kind.is_full_state() {
+            let differs = wanted.len() != ts.sent.len() || wanted.iter().any(changed);
+            if !differs && !force {
+                return None;
+            }
+            wanted.into_iter().cloned().collect()
+        } else {
+            let send: Vec<Arc<Resource>> = wanted.into_iter().filter(changed).cloned().collect();
+            // Forget resources that are gone, so one that comes back is sent again.
+            ts.sent.retain(|name, _| resources.by_name.contains_key(name));
+            if send.is_empty() {
+                return None;
+            }
+            send
+        };
+        if kind.is_full_state() {
+            ts.sent.clear();
+        }
+        for r in &send {
+            ts.sent.insert(r.name.clone(), r.version.clone());
+        }
+        self.responses += 1;
+        let nonce = self.responses.to_string();
+        ts.nonce = Some(nonce.clone());
+        ts.sent_version = Some(resources.version.clone());
+        ts.sent_built = Some(snapshot.built);
+        Some(Response {
+            kind,
+            version: resources.version.clone(),
+            nonce,
+            resources: send,
+        })
+    }
+
+    /// Responses for every type after a snapshot change, in CDS → EDS → LDS → RDS order.
+    pub fn responses_for(&mut self, snapshot: &Snapshot) -> Vec<Response> {
+        ResourceType::ALL
+            .into_iter()
+            .filter_map(|kind| self.response_for(kind, snapshot, false))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;
