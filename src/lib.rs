@@ -19,3 +19,6 @@ pub mod snapshot;
 pub mod source;
 pub mod translate;
 pub mod xds;
+pub mod admin;
+pub mod app;
+pub mod cli;

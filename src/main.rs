@@ -1,1 +1,18 @@
-fn main(){}
+//! The `revplane` binary: parse the command line, set up logging, run the app.
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+use revplane::cli::{Cli, Command};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("REVPLANE_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve(args) => revplane::app::run(args).await,
+    }
+}

@@ -132,7 +132,8 @@ pub async fn run(
 ) {
     let (wake_tx, mut wake) = mpsc::channel::<()>(1);
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok() {
+        // Reads (ours included) raise access events; only changes matter.
+        if res.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
             // A full channel already holds a wake-up; dropping this one loses nothing.
             let _ = wake_tx.try_send(());
         }

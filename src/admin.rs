@@ -1,0 +1,149 @@
+//! The admin HTTP server: `/healthz`, `/ready`, `/metrics`, `/debug/proxies`, `/debug/config`.
+//!
+//! Read-only views of state owned elsewhere; it never changes what proxies are served.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use prometheus_client::registry::Registry;
+use prost::Message;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::revision::Revision;
+use crate::snapshot::publisher::SnapshotReceiver;
+use crate::snapshot::{ResourceType, Snapshot};
+use crate::source::SourceStatus;
+use crate::translate::endpoint::socket_addresses;
+use crate::xds::proxies::ProxyRegistry;
+
+/// What the admin server reads.
+#[derive(Clone, Debug)]
+pub struct AdminState {
+    /// This instance's revision.
+    pub revision: Revision,
+    /// All metrics.
+    pub registry: Arc<Registry>,
+    /// Published snapshots (`None` until every source synced).
+    pub snapshots: SnapshotReceiver,
+    /// Connected proxies.
+    pub proxies: ProxyRegistry,
+    /// Problems with source input.
+    pub sources: SourceStatus,
+}
+
+/// The admin routes.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/debug/proxies", get(proxies))
+        .route("/debug/config", get(config))
+        .with_state(state)
+}
+
+/// Serves the admin routes on an already bound listener until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+async fn ready(State(state): State<AdminState>) -> Response {
+    if state.snapshots.borrow().is_some() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: waiting for the initial sync of every source\n",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
+        Ok(()) => (
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            body,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {e}\n")).into_response(),
+    }
+}
+
+async fn proxies(State(state): State<AdminState>) -> Json<Value> {
+    Json(json!({
+        "revision": state.revision.as_str(),
+        "proxies": state.proxies.list(),
+    }))
+}
+
+async fn config(State(state): State<AdminState>) -> Json<Value> {
+    let snapshot = state.snapshots.borrow().clone();
+    Json(json!({
+        "revision": state.revision.as_str(),
+        "synced": snapshot.is_some(),
+        "source_errors": state.sources.errors(),
+        "snapshot": snapshot.as_deref().map(snapshot_json),
+    }))
+}
+
+/// The snapshot as JSON: per type, its version and each resource's name, version and a summary.
+pub fn snapshot_json(snapshot: &Snapshot) -> Value {
+    let mut types = serde_json::Map::new();
+    for kind in ResourceType::ALL {
+        let resources = snapshot.resources(kind);
+        let items: Vec<Value> = resources
+            .by_name
+            .values()
+            .map(|r| {
+                let mut item = json!({ "name": r.name, "version": r.version, "bytes": r.body.len() });
+                describe(kind, &r.body, &mut item);
+                item
+            })
+            .collect();
+        types.insert(
+            kind.short().to_string(),
+            json!({ "version": resources.version, "resources": items }),
+        );
+    }
+    json!({ "serial": snapshot.serial, "types": types })
+}
+
+fn describe(kind: ResourceType, body: &[u8], item: &mut Value) {
+    match kind {
+        ResourceType::Cluster => {
+            if let Ok(c) = Cluster::decode(body) {
+                let discovery = match c.cluster_discovery_type {
+                    Some(cluster::ClusterDiscoveryType::Type(t)) => cluster::DiscoveryType::try_from(t)
+                        .map(|t| t.as_str_name())
+                        .unwrap_or("UNKNOWN"),
+                    _ => "CUSTOM",
+                };
+                let lb = cluster::LbPolicy::try_from(c.lb_policy).map_or("UNKNOWN", |l| l.as_str_name());
+                item["type"] = json!(discovery);
+                item["lb_policy"] = json!(lb);
+            }
+        }
+        ResourceType::Endpoint => {
+            if let Ok(la) = ClusterLoadAssignment::decode(body) {
+                item["endpoints"] = json!(socket_addresses(&la));
+            }
+        }
+        ResourceType::Listener | ResourceType::Route => {}
+    }
+}

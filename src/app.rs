@@ -1,0 +1,222 @@
+//! The one place that wires sources, the publisher, the xDS and admin servers, readiness and
+//! shutdown.
+//!
+//! Readiness: `/ready` turns true when the first snapshot is published, which the publisher
+//! does only after every source reported its initial sync. Shutdown: one
+//! `CancellationToken`; streams close with `UNAVAILABLE`; the process waits at most the grace
+//! period for tasks to finish.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::admin::{self, AdminState};
+use crate::cli::ServeArgs;
+use crate::revision::RevisionGate;
+use crate::snapshot::publisher::{Debounce, Publisher, PublisherMetrics, SnapshotReceiver};
+use crate::source::dir::{self, DirMetrics};
+use crate::source::SourceStatus;
+use crate::translate::MeshConfig;
+use crate::xds::metrics::XdsMetrics;
+use crate::xds::{self, Limits, XdsContext};
+
+/// Catalog events buffered between sources and the publisher.
+const EVENT_QUEUE: usize = 1024;
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    /// Bound ADS address.
+    pub xds_addr: SocketAddr,
+    /// Bound admin address.
+    pub admin_addr: SocketAddr,
+    /// Cancel to shut down.
+    pub shutdown: CancellationToken,
+    /// Publisher metrics (snapshot builds, encodes).
+    pub publisher_metrics: PublisherMetrics,
+    /// xDS metrics.
+    pub xds_metrics: XdsMetrics,
+    /// Published snapshots.
+    pub snapshots: SnapshotReceiver,
+    tasks: TaskTracker,
+    grace: std::time::Duration,
+}
+
+/// Binds the addresses in `args` and starts serving.
+pub async fn start(args: ServeArgs) -> anyhow::Result<Server> {
+    let xds = TcpListener::bind(args.xds_addr)
+        .await
+        .with_context(|| format!("cannot listen for xDS on {}", args.xds_addr))?;
+    let admin = TcpListener::bind(args.admin_addr)
+        .await
+        .with_context(|| format!("cannot listen for admin HTTP on {}", args.admin_addr))?;
+    start_on(args, xds, admin).await
+}
+
+/// Starts serving on already bound listeners (tests bind `127.0.0.1:0`).
+pub async fn start_on(args: ServeArgs, xds_listener: TcpListener, admin_listener: TcpListener) -> anyhow::Result<Server> {
+    let xds_addr = xds_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+    tracing::info!(
+        revision = %args.revision,
+        source = %args.source.display(),
+        %xds_addr,
+        %admin_addr,
+        debounce_after = ?args.debounce_after,
+        debounce_max = ?args.debounce_max,
+        shutdown_grace = ?args.shutdown_grace,
+        max_request_bytes = args.max_request_bytes,
+        max_streams_per_connection = args.max_streams_per_connection,
+        "starting revplane"
+    );
+    if !args.source.is_dir() {
+        anyhow::bail!(
+            "--source {} is not a directory; point it at a directory of Kubernetes YAML such as deploy/examples/mesh",
+            args.source.display()
+        );
+    }
+
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let mut registry = Registry::with_prefix_and_labels(
+        "revplane",
+        [("revision".into(), args.revision.to_string().into())].into_iter(),
+    );
+
+    let dir_metrics = DirMetrics::default();
+    dir_metrics.register(&mut registry);
+    let publisher_metrics = PublisherMetrics::default();
+    publisher_metrics.register(&mut registry);
+    let xds_metrics = XdsMetrics::default();
+    xds_metrics.register(&mut registry);
+
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+    let debounce = Debounce {
+        quiet: args.debounce_after,
+        max: args.debounce_max,
+    };
+    let (publisher, snapshots) = Publisher::new(MeshConfig::default(), debounce, 1, publisher_metrics.clone());
+    tasks.spawn(
+        publisher
+            .run(events_rx, shutdown.clone())
+            .instrument(tracing::info_span!("publisher")),
+    );
+
+    let sources = SourceStatus::default();
+    tasks.spawn(
+        dir::run(args.source.clone(), events_tx, sources.clone(), dir_metrics, shutdown.clone())
+            .instrument(tracing::info_span!("source", dir = %args.source.display())),
+    );
+
+    let ctx = Arc::new(XdsContext::new(
+        RevisionGate::new(args.revision.clone()),
+        snapshots.clone(),
+        xds_metrics.clone(),
+        shutdown.clone(),
+    ));
+    let limits = Limits {
+        max_request_bytes: args.max_request_bytes,
+        max_streams_per_connection: args.max_streams_per_connection,
+    };
+    let admin_state = AdminState {
+        revision: args.revision.clone(),
+        registry: Arc::new(registry),
+        snapshots: snapshots.clone(),
+        proxies: ctx.proxies.clone(),
+        sources,
+    };
+    let stream_tasks = ctx.tasks.clone();
+    let xds_shutdown = shutdown.clone();
+    tasks.spawn(
+        async move {
+            if let Err(e) = xds::serve(xds_listener, ctx, limits).await {
+                tracing::error!(error = %e, "xDS server failed; shutting down");
+                xds_shutdown.cancel();
+            }
+            stream_tasks.close();
+            stream_tasks.wait().await;
+        }
+        .instrument(tracing::info_span!("xds", addr = %xds_addr)),
+    );
+    let admin_shutdown = shutdown.clone();
+    tasks.spawn(
+        async move {
+            if let Err(e) = admin::serve(admin_listener, admin_state, admin_shutdown.clone()).await {
+                tracing::error!(error = %e, "admin server failed; shutting down");
+                admin_shutdown.cancel();
+            }
+        }
+        .instrument(tracing::info_span!("admin", addr = %admin_addr)),
+    );
+    tasks.close();
+
+    Ok(Server {
+        xds_addr,
+        admin_addr,
+        shutdown,
+        publisher_metrics,
+        xds_metrics,
+        snapshots,
+        tasks,
+        grace: args.shutdown_grace,
+    })
+}
+
+impl Server {
+    /// Cancels everything and waits at most the grace period for tasks to end.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.wait().await;
+    }
+
+    /// Waits until shutdown was requested and tasks ended (or the grace period ran out).
+    pub async fn wait(self) {
+        self.shutdown.cancelled().await;
+        if tokio::time::timeout(self.grace, self.tasks.wait()).await.is_err() {
+            tracing::warn!(grace = ?self.grace, "tasks still running after the shutdown grace period; exiting anyway");
+        }
+    }
+}
+
+/// Runs until SIGTERM or Ctrl-C.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let server = start(args).await?;
+    let shutdown = server.shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: closing streams with UNAVAILABLE");
+        shutdown.cancel();
+    });
+    server.wait().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,87 @@
+//! The command line: `revplane serve ...`. Every flag can also be set by environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::revision::Revision;
+
+/// revplane: an xDS control plane whose revisions run side by side.
+#[derive(Debug, Parser)]
+#[command(name = "revplane", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve xDS to the proxies of one revision.
+    Serve(ServeArgs),
+}
+
+/// Flags of `revplane serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Revision this instance serves (a DNS-1123 label such as stable, canary, 1-25-0).
+    #[arg(long, env = "REVPLANE_REVISION")]
+    pub revision: Revision,
+
+    /// Directory of Kubernetes manifests (Namespaces, Services, EndpointSlices), watched.
+    #[arg(long, env = "REVPLANE_SOURCE")]
+    pub source: PathBuf,
+
+    /// Address of the ADS gRPC server.
+    #[arg(long, env = "REVPLANE_XDS_ADDR", default_value = "127.0.0.1:15010")]
+    pub xds_addr: SocketAddr,
+
+    /// Address of the admin HTTP server (/ready, /metrics, /debug/...).
+    #[arg(long, env = "REVPLANE_ADMIN_ADDR", default_value = "127.0.0.1:15014")]
+    pub admin_addr: SocketAddr,
+
+    /// Build a snapshot once changes have been quiet this long.
+    #[arg(long, env = "REVPLANE_DEBOUNCE_AFTER", default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub debounce_after: Duration,
+
+    /// Build a snapshot at the latest this long after the first unbuilt change.
+    #[arg(long, env = "REVPLANE_DEBOUNCE_MAX", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub debounce_max: Duration,
+
+    /// On SIGTERM/Ctrl-C, wait this long for streams to close before exiting.
+    #[arg(long, env = "REVPLANE_SHUTDOWN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Largest xDS request accepted, in bytes.
+    #[arg(long, env = "REVPLANE_MAX_REQUEST_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_request_bytes: usize,
+
+    /// Concurrent ADS streams allowed on one HTTP/2 connection.
+    #[arg(long, env = "REVPLANE_MAX_STREAMS_PER_CONNECTION", default_value_t = 100)]
+    pub max_streams_per_connection: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invalid_revision_is_a_usage_error_that_explains_the_rule() {
+        let err = Cli::try_parse_from(["revplane", "serve", "--revision", "Canary_1", "--source", "d"])
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("DNS-1123"), "{err}");
+    }
+
+    #[test]
+    fn defaults_use_istio_ports() {
+        let cli = Cli::try_parse_from(["revplane", "serve", "--revision", "canary", "--source", "d"]).unwrap();
+        let Command::Serve(args) = cli.command;
+        assert_eq!(args.xds_addr.port(), 15010);
+        assert_eq!(args.admin_addr.port(), 15014);
+        assert_eq!(args.debounce_after, Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,214 @@
+//! The registry of connected proxies behind `/debug/proxies`, and rate-limited logging of
+//! refused streams.
+//!
+//! Each stream owns a [`ProxyEntry`]; dropping it removes the proxy. The registry only holds
+//! status copies, written by the stream after each request or response.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use dashmap::DashMap;
+use serde::Serialize;
+
+use super::state::{StreamState, TypeState};
+use crate::revision::{ProxyIdentity, Rejection};
+use crate::snapshot::ResourceType;
+
+/// What `/debug/proxies` shows of one resource type of one proxy.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct TypeStatus {
+    /// Subscribed names (`["*"]` for wildcard).
+    pub subscribed: Vec<String>,
+    /// `version_info` of the last response.
+    pub sent_version: Option<String>,
+    /// Nonce of the last response.
+    pub nonce: Option<String>,
+    /// Last version the proxy acknowledged.
+    pub acked_version: Option<String>,
+    /// Message of the last NACK, until a later response is acknowledged.
+    pub last_nack: Option<String>,
+}
+
+impl From<&TypeState> for TypeStatus {
+    fn from(t: &TypeState) -> Self {
+        let mut subscribed: Vec<String> = t.names.iter().cloned().collect();
+        if t.wildcard {
+            subscribed.insert(0, "*".to_string());
+        }
+        TypeStatus {
+            subscribed,
+            sent_version: t.sent_version.clone(),
+            nonce: t.nonce.clone(),
+            acked_version: t.acked_version.clone(),
+            last_nack: t.last_nack.as_ref().map(|n| n.message.clone()),
+        }
+    }
+}
+
+/// What `/debug/proxies` shows of one proxy.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProxyStatus {
+    /// Node id.
+    pub node_id: String,
+    /// Revision the proxy belongs to.
+    pub revision: String,
+    /// `NAMESPACE` metadata.
+    pub namespace: Option<String>,
+    /// `POD_NAME` metadata.
+    pub pod_name: Option<String>,
+    /// `SERVICE_ACCOUNT` metadata.
+    pub service_account: Option<String>,
+    /// Seconds since the Unix epoch when the stream was admitted.
+    pub connected_since: u64,
+    /// Per requested type (`cds`, `eds`, ...).
+    pub types: std::collections::BTreeMap<&'static str, TypeStatus>,
+}
+
+/// Connected proxies by stream id.
+#[derive(Clone, Debug, Default)]
+pub struct ProxyRegistry {
+    entries: Arc<DashMap<u64, Arc<Mutex<ProxyStatus>>>>,
+    next_id: Arc<AtomicU64>,
+}
+
+/// A registered proxy; dropping it unregisters.
+#[derive(Debug)]
+pub struct ProxyEntry {
+    id: u64,
+    status: Arc<Mutex<ProxyStatus>>,
+    registry: ProxyRegistry,
+}
+
+impl ProxyRegistry {
+    /// Registers an admitted proxy.
+    pub fn register(&self, identity: &ProxyIdentity) -> ProxyEntry {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let status = Arc::new(Mutex::new(ProxyStatus {
+            node_id: identity.node_id.clone(),
+            revision: identity.revision.to_string(),
+            namespace: identity.namespace.clone(),
+            pod_name: identity.pod_name.clone(),
+            service_account: identity.service_account.clone(),
+            connected_since: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            types: Default::default(),
+        }));
+        self.entries.insert(id, status.clone());
+        ProxyEntry {
+            id,
+            status,
+            registry: self.clone(),
+        }
+    }
+
+    /// All connected proxies, ordered by node id.
+    pub fn list(&self) -> Vec<ProxyStatus> {
+        let mut out: Vec<ProxyStatus> = self
+            .entries
+            .iter()
+            .map(|e| e.value().lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .collect();
+        out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        out
+    }
+
+    /// Number of connected proxies.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no proxy is connected.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl ProxyEntry {
+    /// Copies the stream's state of `kind` into the registry.
+    pub fn update(&self, kind: ResourceType, state: &StreamState) {
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        status.types.insert(kind.short(), TypeStatus::from(state.get(kind)));
+    }
+}
+
+impl Drop for ProxyEntry {
+    fn drop(&mut self) {
+        self.registry.entries.remove(&self.id);
+    }
+}
+
+/// Logs each refused node at most once per interval, with a bounded memory of nodes.
+#[derive(Debug)]
+pub struct RejectionLog {
+    last: DashMap<String, Instant>,
+    interval: Duration,
+}
+
+/// Nodes remembered by [`RejectionLog`] before it forgets all of them.
+const REJECTION_LOG_CAPACITY: usize = 10_000;
+
+impl RejectionLog {
+    /// A log that repeats a node's refusal at most every `interval`.
+    pub fn new(interval: Duration) -> Self {
+        RejectionLog {
+            last: DashMap::new(),
+            interval,
+        }
+    }
+
+    /// Logs `rejection` unless the same node was logged within the interval.
+    pub fn log(&self, rejection: &Rejection, server: &str) -> bool {
+        let now = Instant::now();
+        let key = format!("{}/{}", rejection.reason(), rejection.node_id());
+        if let Some(at) = self.last.get(&key) {
+            if now.duration_since(*at) < self.interval {
+                return false;
+            }
+        }
+        if self.last.len() >= REJECTION_LOG_CAPACITY {
+            self.last.clear();
+        }
+        self.last.insert(key, now);
+        tracing::warn!(
+            reason = rejection.reason(),
+            node = rejection.node_id(),
+            revision = server,
+            "refused xDS stream: {rejection}"
+        );
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_entries_go_away_with_their_stream() {
+        let registry = ProxyRegistry::default();
+        let identity = crate::revision::identity_of(&envoy_types::pb::envoy::config::core::v3::Node {
+            id: "n1".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let entry = registry.register(&identity);
+        assert_eq!(registry.list()[0].revision, "default");
+        drop(entry);
+        assert!(registry.is_empty());
+    }
+
+    #[test]
+    fn rejections_are_logged_once_per_node_per_interval() {
+        let log = RejectionLog::new(Duration::from_secs(60));
+        let r = Rejection::RevisionMismatch {
+            node_id: "n".into(),
+            proxy: "stable".into(),
+            server: "canary".into(),
+        };
+        assert!(log.log(&r, "canary"));
+        assert!(!log.log(&r, "canary"));
+        assert!(log.log(&Rejection::MissingNode, "canary"));
+    }
+}

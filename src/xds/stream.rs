@@ -1,0 +1,224 @@
+//! One ADS stream (state of the world): revision gate, then requests and snapshot changes
+//! until the client leaves, a rule is broken, or the server shuts down.
+
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::ControlPlane;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::google::protobuf::Any;
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use super::proxies::ProxyEntry;
+use super::state::{RequestView, Response, StreamState, Verdict};
+use super::XdsContext;
+use crate::snapshot::{ResourceType, Snapshot};
+
+/// Why a stream ends.
+enum End {
+    /// With this status to the client.
+    Status(Status),
+    /// The client is gone; nothing to say.
+    Gone,
+}
+
+type Out = mpsc::Sender<Result<DiscoveryResponse, Status>>;
+
+/// Serves one stream to its end.
+pub async fn serve<S>(ctx: Arc<XdsContext>, mut requests: S, out: Out)
+where
+    S: Stream<Item = Result<DiscoveryRequest, Status>> + Unpin + Send,
+{
+    let first = tokio::select! {
+        first = requests.next() => first,
+        _ = ctx.shutdown.cancelled() => return,
+    };
+    let first = match first {
+        Some(Ok(first)) => first,
+        Some(Err(status)) => {
+            let _ = out.send(Err(malformed(status))).await;
+            return;
+        }
+        None => return,
+    };
+    let identity = match ctx.gate.admit(first.node.as_ref()) {
+        Ok(identity) => identity,
+        Err(rejection) => {
+            ctx.metrics.rejected(rejection.reason());
+            ctx.rejections.log(&rejection, ctx.gate.revision().as_str());
+            let _ = out.send(Err(rejection.to_status())).await;
+            return;
+        }
+    };
+    let entry = ctx.proxies.register(&identity);
+    ctx.metrics.connected_proxies.inc();
+    let _connected = Connected(ctx.clone());
+    tracing::info!(node = %identity.node_id, "proxy connected");
+
+    let mut snapshots = ctx.snapshots.clone();
+    // Hold the stream until the first snapshot: never answer with "nothing" before sync.
+    let snapshot = loop {
+        if let Some(s) = snapshots.borrow_and_update().clone() {
+            break s;
+        }
+        tokio::select! {
+            changed = snapshots.changed() => if changed.is_err() { return },
+            _ = ctx.shutdown.cancelled() => {
+                let _ = out.send(Err(shutting_down(&ctx))).await;
+                return;
+            }
+        }
+    };
+    let mut stream = AdsStream {
+        ctx: ctx.clone(),
+        state: StreamState::default(),
+        snapshot,
+        out,
+        entry,
+        node_id: identity.node_id.clone(),
+    };
+    let end = match stream.handle(first).await {
+        Err(end) => end,
+        Ok(()) => loop {
+            tokio::select! {
+                biased;
+                _ = ctx.shutdown.cancelled() => break End::Status(shutting_down(&ctx)),
+                request = requests.next() => match request {
+                    Some(Ok(request)) => if let Err(end) = stream.handle(request).await { break end },
+                    Some(Err(status)) => break End::Status(malformed(status)),
+                    None => break End::Gone,
+                },
+                changed = snapshots.changed() => {
+                    if changed.is_err() { break End::Status(shutting_down(&ctx)) }
+                    let next = snapshots.borrow_and_update().clone();
+                    if let Some(next) = next {
+                        if let Err(end) = stream.push(next).await { break end }
+                    }
+                }
+            }
+        },
+    };
+    tracing::info!(node = %identity.node_id, "proxy disconnected");
+    if let End::Status(status) = end {
+        let _ = stream.out.send(Err(status)).await;
+    }
+}
+
+/// Decrements the connected gauge when the stream ends, however it ends.
+struct Connected(Arc<XdsContext>);
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.0.metrics.connected_proxies.dec();
+    }
+}
+
+fn shutting_down(ctx: &XdsContext) -> Status {
+    Status::unavailable(format!(
+        "revplane revision {} is shutting down; reconnect",
+        ctx.gate.revision()
+    ))
+}
+
+fn malformed(status: Status) -> Status {
+    match status.code() {
+        // Decoding failures surface as INTERNAL; to the client they are a bad request.
+        tonic::Code::Internal | tonic::Code::Unknown => {
+            Status::invalid_argument(format!("malformed DiscoveryRequest: {}", status.message()))
+        }
+        _ => status,
+    }
+}
+
+struct AdsStream {
+    ctx: Arc<XdsContext>,
+    state: StreamState,
+    snapshot: Arc<Snapshot>,
+    out: Out,
+    entry: ProxyEntry,
+    node_id: String,
+}
+
+impl AdsStream {
+    async fn handle(&mut self, request: DiscoveryRequest) -> Result<(), End> {
+        if request.type_url.is_empty() {
+            return Err(End::Status(Status::invalid_argument(
+                "DiscoveryRequest.type_url is empty; ADS requests must name their resource type",
+            )));
+        }
+        if let Err(rejection) = self.ctx.gate.recheck(request.node.as_ref()) {
+            self.ctx.metrics.rejected(rejection.reason());
+            self.ctx.rejections.log(&rejection, self.ctx.gate.revision().as_str());
+            return Err(End::Status(rejection.to_status()));
+        }
+        let Some(kind) = ResourceType::from_type_url(&request.type_url) else {
+            tracing::debug!(type_url = %request.type_url, "ignoring a request for a type revplane does not serve");
+            return Ok(());
+        };
+        let view = RequestView {
+            version: &request.version_info,
+            nonce: &request.response_nonce,
+            names: &request.resource_names,
+            error: request.error_detail.as_ref().map(|e| e.message.as_str()),
+        };
+        let (verdict, consider) = self.state.on_request(kind, &view);
+        match verdict {
+            Verdict::Nack(nack) => {
+                self.ctx.metrics.nacked(kind);
+                tracing::warn!(
+                    node = %self.node_id,
+                    r#type = kind.short(),
+                    nonce = %nack.nonce,
+                    kept_version = %nack.version,
+                    "proxy rejected config (NACK): {}", nack.message
+                );
+            }
+            Verdict::Ack { since_build: Some(d) } => self.ctx.metrics.acked(kind, d),
+            Verdict::Stale => {
+                tracing::debug!(r#type = kind.short(), nonce = %request.response_nonce, "ignoring a request with a stale nonce");
+            }
+            _ => {}
+        }
+        self.entry.update(kind, &self.state);
+        if consider {
+            if let Some(response) = self.state.response_for(kind, &self.snapshot, true) {
+                self.send(response).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn push(&mut self, snapshot: Arc<Snapshot>) -> Result<(), End> {
+        self.snapshot = snapshot;
+        for response in self.state.responses_for(&self.snapshot) {
+            self.send(response).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, response: Response) -> Result<(), End> {
+        let kind = response.kind;
+        let message = DiscoveryResponse {
+            version_info: response.version,
+            resources: response
+                .resources
+                .iter()
+                .map(|r| Any {
+                    type_url: kind.type_url().to_string(),
+                    value: r.body.to_vec(),
+                })
+                .collect(),
+            type_url: kind.type_url().to_string(),
+            nonce: response.nonce,
+            control_plane: Some(ControlPlane {
+                identifier: self.ctx.control_plane_id.clone(),
+            }),
+            ..Default::default()
+        };
+        self.out.send(Ok(message)).await.map_err(|_| End::Gone)?;
+        self.ctx.metrics.pushed(kind, self.snapshot.built.elapsed());
+        self.entry.update(kind, &self.state);
+        Ok(())
+    }
+}
