@@ -77,11 +77,18 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
         Ok(()) => (
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             body,
         )
             .into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {e}\n")).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode metrics: {e}\n"),
+        )
+            .into_response(),
     }
 }
 
@@ -111,7 +118,8 @@ pub fn snapshot_json(snapshot: &Snapshot) -> Value {
             .by_name
             .values()
             .map(|r| {
-                let mut item = json!({ "name": r.name, "version": r.version, "bytes": r.body.len() });
+                let mut item =
+                    json!({ "name": r.name, "version": r.version, "bytes": r.body.len() });
                 describe(kind, &r.body, &mut item);
                 item
             })
@@ -129,12 +137,15 @@ fn describe(kind: ResourceType, body: &[u8], item: &mut Value) {
         ResourceType::Cluster => {
             if let Ok(c) = Cluster::decode(body) {
                 let discovery = match c.cluster_discovery_type {
-                    Some(cluster::ClusterDiscoveryType::Type(t)) => cluster::DiscoveryType::try_from(t)
-                        .map(|t| t.as_str_name())
-                        .unwrap_or("UNKNOWN"),
+                    Some(cluster::ClusterDiscoveryType::Type(t)) => {
+                        cluster::DiscoveryType::try_from(t)
+                            .map(|t| t.as_str_name())
+                            .unwrap_or("UNKNOWN")
+                    }
                     _ => "CUSTOM",
                 };
-                let lb = cluster::LbPolicy::try_from(c.lb_policy).map_or("UNKNOWN", |l| l.as_str_name());
+                let lb =
+                    cluster::LbPolicy::try_from(c.lb_policy).map_or("UNKNOWN", |l| l.as_str_name());
                 item["type"] = json!(discovery);
                 item["lb_policy"] = json!(lb);
             }

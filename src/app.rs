@@ -61,7 +61,11 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Server> {
 }
 
 /// Starts serving on already bound listeners (tests bind `127.0.0.1:0`).
-pub async fn start_on(args: ServeArgs, xds_listener: TcpListener, admin_listener: TcpListener) -> anyhow::Result<Server> {
+pub async fn start_on(
+    args: ServeArgs,
+    xds_listener: TcpListener,
+    admin_listener: TcpListener,
+) -> anyhow::Result<Server> {
     let xds_addr = xds_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
     tracing::info!(
@@ -102,7 +106,12 @@ pub async fn start_on(args: ServeArgs, xds_listener: TcpListener, admin_listener
         quiet: args.debounce_after,
         max: args.debounce_max,
     };
-    let (publisher, snapshots) = Publisher::new(MeshConfig::default(), debounce, 1, publisher_metrics.clone());
+    let (publisher, snapshots) = Publisher::new(
+        MeshConfig::default(),
+        debounce,
+        1,
+        publisher_metrics.clone(),
+    );
     tasks.spawn(
         publisher
             .run(events_rx, shutdown.clone())
@@ -111,8 +120,14 @@ pub async fn start_on(args: ServeArgs, xds_listener: TcpListener, admin_listener
 
     let sources = SourceStatus::default();
     tasks.spawn(
-        dir::run(args.source.clone(), events_tx, sources.clone(), dir_metrics, shutdown.clone())
-            .instrument(tracing::info_span!("source", dir = %args.source.display())),
+        dir::run(
+            args.source.clone(),
+            events_tx,
+            sources.clone(),
+            dir_metrics,
+            shutdown.clone(),
+        )
+        .instrument(tracing::info_span!("source", dir = %args.source.display())),
     );
 
     let ctx = Arc::new(XdsContext::new(
@@ -148,7 +163,8 @@ pub async fn start_on(args: ServeArgs, xds_listener: TcpListener, admin_listener
     let admin_shutdown = shutdown.clone();
     tasks.spawn(
         async move {
-            if let Err(e) = admin::serve(admin_listener, admin_state, admin_shutdown.clone()).await {
+            if let Err(e) = admin::serve(admin_listener, admin_state, admin_shutdown.clone()).await
+            {
                 tracing::error!(error = %e, "admin server failed; shutting down");
                 admin_shutdown.cancel();
             }
@@ -179,7 +195,10 @@ impl Server {
     /// Waits until shutdown was requested and tasks ended (or the grace period ran out).
     pub async fn wait(self) {
         self.shutdown.cancelled().await;
-        if tokio::time::timeout(self.grace, self.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(self.grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(grace = ?self.grace, "tasks still running after the shutdown grace period; exiting anyway");
         }
     }

@@ -172,7 +172,10 @@ impl Catalog {
                     }
                     self.unlink_slice(&key, &old.service.clone());
                 }
-                self.slices_by_service.entry(owner).or_default().insert(key.clone());
+                self.slices_by_service
+                    .entry(owner)
+                    .or_default()
+                    .insert(key.clone());
                 self.slices.insert(key, slice);
                 true
             }
@@ -325,12 +328,30 @@ mod tests {
     #[test]
     fn slices_are_indexed_by_service_and_follow_relabels() {
         let mut c = Catalog::default();
-        c.apply(Object::EndpointSlice(slice("shop", "web-1", "web", &[], &[])));
-        c.apply(Object::EndpointSlice(slice("shop", "web-2", "web", &[], &[])));
+        c.apply(Object::EndpointSlice(slice(
+            "shop",
+            "web-1",
+            "web",
+            &[],
+            &[],
+        )));
+        c.apply(Object::EndpointSlice(slice(
+            "shop",
+            "web-2",
+            "web",
+            &[],
+            &[],
+        )));
         let web = ObjectKey::new("shop", "web");
         assert_eq!(c.slices_of(&web).count(), 2);
         // web-2 moves to another service.
-        c.apply(Object::EndpointSlice(slice("shop", "web-2", "api", &[], &[])));
+        c.apply(Object::EndpointSlice(slice(
+            "shop",
+            "web-2",
+            "api",
+            &[],
+            &[],
+        )));
         assert_eq!(c.slices_of(&web).count(), 1);
         assert_eq!(c.slices_of(&ObjectKey::new("shop", "api")).count(), 1);
         assert!(c.delete(&ObjectRef::EndpointSlice(ObjectKey::new("shop", "web-1"))));
@@ -347,7 +368,11 @@ mod tests {
         ];
         assert!(c.reset(objects.clone()));
         assert!(!c.reset(objects));
-        assert!(c.reset(vec![Object::Service(service("pay", "ledger", &[("grpc", 9000)]))]));
+        assert!(c.reset(vec![Object::Service(service(
+            "pay",
+            "ledger",
+            &[("grpc", 9000)]
+        ))]));
         assert_eq!(c.service_count(), 1);
         assert_eq!(c.slice_count(), 0);
         assert_eq!(c.services().next().unwrap().key.name, "ledger");

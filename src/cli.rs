@@ -60,7 +60,11 @@ pub struct ServeArgs {
     pub max_request_bytes: usize,
 
     /// Concurrent ADS streams allowed on one HTTP/2 connection.
-    #[arg(long, env = "REVPLANE_MAX_STREAMS_PER_CONNECTION", default_value_t = 100)]
+    #[arg(
+        long,
+        env = "REVPLANE_MAX_STREAMS_PER_CONNECTION",
+        default_value_t = 100
+    )]
     pub max_streams_per_connection: u32,
 }
 
@@ -70,15 +74,24 @@ mod tests {
 
     #[test]
     fn an_invalid_revision_is_a_usage_error_that_explains_the_rule() {
-        let err = Cli::try_parse_from(["revplane", "serve", "--revision", "Canary_1", "--source", "d"])
-            .unwrap_err();
+        let err = Cli::try_parse_from([
+            "revplane",
+            "serve",
+            "--revision",
+            "Canary_1",
+            "--source",
+            "d",
+        ])
+        .unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("DNS-1123"), "{err}");
     }
 
     #[test]
     fn defaults_use_istio_ports() {
-        let cli = Cli::try_parse_from(["revplane", "serve", "--revision", "canary", "--source", "d"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["revplane", "serve", "--revision", "canary", "--source", "d"])
+                .unwrap();
         let Command::Serve(args) = cli.command;
         assert_eq!(args.xds_addr.port(), 15010);
         assert_eq!(args.admin_addr.port(), 15014);

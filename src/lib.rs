@@ -13,12 +13,12 @@
 //! other with a clear gRPC status.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod app;
 pub mod catalog;
+pub mod cli;
 pub mod revision;
 pub mod snapshot;
 pub mod source;
 pub mod translate;
 pub mod xds;
-pub mod admin;
-pub mod app;
-pub mod cli;

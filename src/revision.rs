@@ -63,7 +63,9 @@ impl FromStr for Revision {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         {
-            return Err(invalid("it contains a character other than a-z, 0-9 or '-'"));
+            return Err(invalid(
+                "it contains a character other than a-z, 0-9 or '-'",
+            ));
         }
         if s.starts_with('-') || s.ends_with('-') {
             return Err(invalid("it starts or ends with '-'"));
@@ -140,9 +142,8 @@ impl Rejection {
     pub fn node_id(&self) -> &str {
         match self {
             Rejection::MissingNode => "",
-            Rejection::BadRevision { node_id, .. } | Rejection::RevisionMismatch { node_id, .. } => {
-                node_id
-            }
+            Rejection::BadRevision { node_id, .. }
+            | Rejection::RevisionMismatch { node_id, .. } => node_id,
         }
     }
 
@@ -205,12 +206,13 @@ pub fn identity_of(node: &Node) -> Result<ProxyIdentity, Rejection> {
     let revision = match metadata.and_then(|m| m.fields.get(REVISION_KEY)) {
         None => Revision::default_revision(),
         Some(value) => match &value.kind {
-            Some(Kind::StringValue(s)) => s.parse().map_err(|e: InvalidRevision| {
-                Rejection::BadRevision {
-                    node_id: node.id.clone(),
-                    detail: e.to_string(),
-                }
-            })?,
+            Some(Kind::StringValue(s)) => {
+                s.parse()
+                    .map_err(|e: InvalidRevision| Rejection::BadRevision {
+                        node_id: node.id.clone(),
+                        detail: e.to_string(),
+                    })?
+            }
             _ => {
                 return Err(Rejection::BadRevision {
                     node_id: node.id.clone(),
@@ -248,7 +250,14 @@ mod tests {
             metadata: Some(Struct {
                 fields: fields
                     .iter()
-                    .map(|(k, v)| (k.to_string(), Value { kind: Some(v.clone()) }))
+                    .map(|(k, v)| {
+                        (
+                            k.to_string(),
+                            Value {
+                                kind: Some(v.clone()),
+                            },
+                        )
+                    })
                     .collect(),
             }),
             ..Default::default()
@@ -261,10 +270,26 @@ mod tests {
 
     #[test]
     fn revision_names_follow_dns_1123_labels() {
-        for ok in ["stable", "canary", "1-25-0", "default", "a", &"a".repeat(63)] {
+        for ok in [
+            "stable",
+            "canary",
+            "1-25-0",
+            "default",
+            "a",
+            &"a".repeat(63),
+        ] {
             assert!(ok.parse::<Revision>().is_ok(), "{ok} should be valid");
         }
-        for bad in ["", "Canary", "-a", "a-", "a.b", "a_b", &"a".repeat(64), "rev 1"] {
+        for bad in [
+            "",
+            "Canary",
+            "-a",
+            "a-",
+            "a.b",
+            "a_b",
+            &"a".repeat(64),
+            "rev 1",
+        ] {
             let err = bad.parse::<Revision>().unwrap_err();
             assert!(err.to_string().contains("DNS-1123"), "{err}");
         }
@@ -275,7 +300,11 @@ mod tests {
         let gate = RevisionGate::new("canary".parse().unwrap());
         let n = node(
             "sidecar~10.0.0.1~a.shop~shop.svc.cluster.local",
-            &[("REVISION", s("canary")), ("NAMESPACE", s("shop")), ("POD_NAME", s("a"))],
+            &[
+                ("REVISION", s("canary")),
+                ("NAMESPACE", s("shop")),
+                ("POD_NAME", s("a")),
+            ],
         );
         let id = gate.admit(Some(&n)).unwrap();
         assert_eq!(id.revision.as_str(), "canary");
@@ -291,7 +320,9 @@ mod tests {
         assert_eq!(missing.reason(), "missing_node");
         assert_eq!(missing.to_status().code(), tonic::Code::InvalidArgument);
 
-        let bad = gate.admit(Some(&node("n1", &[("REVISION", s("Not_Valid"))]))).unwrap_err();
+        let bad = gate
+            .admit(Some(&node("n1", &[("REVISION", s("Not_Valid"))])))
+            .unwrap_err();
         assert_eq!(bad.reason(), "bad_revision");
         assert_eq!(bad.to_status().code(), tonic::Code::InvalidArgument);
 
@@ -300,7 +331,9 @@ mod tests {
             .unwrap_err();
         assert_eq!(not_string.reason(), "bad_revision");
 
-        let other = gate.admit(Some(&node("n2", &[("REVISION", s("stable"))]))).unwrap_err();
+        let other = gate
+            .admit(Some(&node("n2", &[("REVISION", s("stable"))])))
+            .unwrap_err();
         assert_eq!(other.reason(), "revision_mismatch");
         let status = other.to_status();
         assert_eq!(status.code(), tonic::Code::PermissionDenied);
@@ -323,6 +356,8 @@ mod tests {
     fn recheck_allows_absent_node_and_refuses_a_switch() {
         let gate = RevisionGate::new("canary".parse().unwrap());
         assert!(gate.recheck(None).is_ok());
-        assert!(gate.recheck(Some(&node("n", &[("REVISION", s("stable"))]))).is_err());
+        assert!(gate
+            .recheck(Some(&node("n", &[("REVISION", s("stable"))])))
+            .is_err());
     }
 }

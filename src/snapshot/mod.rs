@@ -17,6 +17,9 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 use crate::translate::Translation;
 
+/// One encoded resource before it is versioned: (name, message bytes).
+pub type Encoded = (String, Vec<u8>);
+
 /// The xDS resource types revplane serves, in make-before-break push order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ResourceType {
@@ -162,7 +165,7 @@ impl Snapshot {
     pub fn from_encoded(
         serial: u64,
         previous: Option<&Snapshot>,
-        encoded: Vec<(ResourceType, Vec<(String, Vec<u8>)>)>,
+        encoded: Vec<(ResourceType, Vec<Encoded>)>,
     ) -> Snapshot {
         let mut types: [Resources; 4] = Default::default();
         for (kind, items) in encoded {
@@ -220,7 +223,13 @@ mod tests {
         let mut c = Catalog::default();
         c.apply(Object::Service(service("shop", "web", &[("http", 80)])));
         c.apply(Object::Service(service("shop", "api", &[("http", 80)])));
-        c.apply(Object::EndpointSlice(slice("shop", "web-1", "web", &[("http", 8080)], &[(endpoint, true, false)])));
+        c.apply(Object::EndpointSlice(slice(
+            "shop",
+            "web-1",
+            "web",
+            &[("http", 8080)],
+            &[(endpoint, true, false)],
+        )));
         c
     }
 
@@ -231,14 +240,32 @@ mod tests {
         let a = build(1, &translate(&catalog("10.0.0.1"), &mesh), None, &counter);
         let again = build(7, &translate(&catalog("10.0.0.1"), &mesh), None, &counter);
         for t in ResourceType::ALL {
-            assert_eq!(a.resources(t).version, again.resources(t).version, "same content, same version");
+            assert_eq!(
+                a.resources(t).version,
+                again.resources(t).version,
+                "same content, same version"
+            );
         }
-        let b = build(2, &translate(&catalog("10.0.0.2"), &mesh), Some(&a), &counter);
-        assert_eq!(a.resources(ResourceType::Cluster), b.resources(ResourceType::Cluster));
-        let (ea, eb) = (a.resources(ResourceType::Endpoint), b.resources(ResourceType::Endpoint));
+        let b = build(
+            2,
+            &translate(&catalog("10.0.0.2"), &mesh),
+            Some(&a),
+            &counter,
+        );
+        assert_eq!(
+            a.resources(ResourceType::Cluster),
+            b.resources(ResourceType::Cluster)
+        );
+        let (ea, eb) = (
+            a.resources(ResourceType::Endpoint),
+            b.resources(ResourceType::Endpoint),
+        );
         assert_ne!(ea.version, eb.version);
         let api = "outbound|80||api.shop.svc.cluster.local";
-        assert!(Arc::ptr_eq(&ea.by_name[api], &eb.by_name[api]), "unchanged resource reused");
+        assert!(
+            Arc::ptr_eq(&ea.by_name[api], &eb.by_name[api]),
+            "unchanged resource reused"
+        );
         let web = "outbound|80||web.shop.svc.cluster.local";
         assert_ne!(ea.by_name[web].version, eb.by_name[web].version);
         assert_eq!(counter.get(), 12, "4 resources encoded once per build");

@@ -58,11 +58,31 @@ impl Default for PublisherMetrics {
 impl PublisherMetrics {
     /// Registers the metrics.
     pub fn register(&self, registry: &mut Registry) {
-        registry.register("snapshot_encodes", "Resources serialized while building snapshots", self.encodes.clone());
-        registry.register("snapshot_builds", "Snapshots built and published", self.builds.clone());
-        registry.register("snapshot_build_seconds", "Time to translate and encode one snapshot", self.build_seconds.clone());
-        registry.register("snapshot_clusters", "Clusters in the current snapshot", self.clusters.clone());
-        registry.register("snapshot_endpoint_sets", "ClusterLoadAssignments in the current snapshot", self.load_assignments.clone());
+        registry.register(
+            "snapshot_encodes",
+            "Resources serialized while building snapshots",
+            self.encodes.clone(),
+        );
+        registry.register(
+            "snapshot_builds",
+            "Snapshots built and published",
+            self.builds.clone(),
+        );
+        registry.register(
+            "snapshot_build_seconds",
+            "Time to translate and encode one snapshot",
+            self.build_seconds.clone(),
+        );
+        registry.register(
+            "snapshot_clusters",
+            "Clusters in the current snapshot",
+            self.clusters.clone(),
+        );
+        registry.register(
+            "snapshot_endpoint_sets",
+            "ClusterLoadAssignments in the current snapshot",
+            self.load_assignments.clone(),
+        );
     }
 }
 
@@ -104,13 +124,16 @@ impl Publisher {
     }
 
     /// Runs until the event channel closes or `shutdown`.
-    pub async fn run(mut self, mut events: mpsc::Receiver<CatalogEvent>, shutdown: CancellationToken) {
+    pub async fn run(
+        mut self,
+        mut events: mpsc::Receiver<CatalogEvent>,
+        shutdown: CancellationToken,
+    ) {
         // (first unbuilt change, last change)
         let mut pending: Option<(Instant, Instant)> = None;
         loop {
-            let deadline = pending.map(|(first, last)| {
-                (last + self.debounce.quiet).min(first + self.debounce.max)
-            });
+            let deadline = pending
+                .map(|(first, last)| (last + self.debounce.quiet).min(first + self.debounce.max));
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = sleep_until(deadline), if self.sources_pending == 0 => {
@@ -140,20 +163,29 @@ impl Publisher {
         let translation = translate(&self.catalog, &self.mesh);
         self.serial += 1;
         let previous = self.tx.borrow().clone();
-        let snapshot = build(self.serial, &translation, previous.as_deref(), &self.metrics.encodes);
+        let snapshot = build(
+            self.serial,
+            &translation,
+            previous.as_deref(),
+            &self.metrics.encodes,
+        );
         let unchanged = previous.as_ref().is_some_and(|p| {
             ResourceType::ALL
                 .iter()
                 .all(|t| p.resources(*t).version == snapshot.resources(*t).version)
         });
-        self.metrics.build_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .build_seconds
+            .observe(started.elapsed().as_secs_f64());
         if unchanged {
             tracing::debug!("catalog changed but the config did not; nothing published");
             return;
         }
         self.metrics.builds.inc();
         self.metrics.clusters.set(translation.clusters.len() as i64);
-        self.metrics.load_assignments.set(translation.load_assignments.len() as i64);
+        self.metrics
+            .load_assignments
+            .set(translation.load_assignments.len() as i64);
         tracing::info!(
             serial = snapshot.serial,
             clusters = translation.clusters.len(),
@@ -185,9 +217,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn nothing_is_published_before_sync_and_bursts_are_debounced() {
-        let debounce = Debounce { quiet: Duration::from_millis(100), max: Duration::from_secs(10) };
+        let debounce = Debounce {
+            quiet: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+        };
         let metrics = PublisherMetrics::default();
-        let (publisher, mut rx) = Publisher::new(MeshConfig::default(), debounce, 1, metrics.clone());
+        let (publisher, mut rx) =
+            Publisher::new(MeshConfig::default(), debounce, 1, metrics.clone());
         let (tx, events) = mpsc::channel(16);
         tokio::spawn(publisher.run(events, CancellationToken::new()));
 
@@ -197,21 +233,45 @@ mod tests {
 
         tx.send(CatalogEvent::Synced).await.unwrap();
         rx.changed().await.unwrap();
-        assert_eq!(rx.borrow_and_update().as_ref().unwrap().resources(ResourceType::Cluster).by_name.len(), 1);
+        assert_eq!(
+            rx.borrow_and_update()
+                .as_ref()
+                .unwrap()
+                .resources(ResourceType::Cluster)
+                .by_name
+                .len(),
+            1
+        );
 
         for name in ["b", "c", "d"] {
             tx.send(svc(name)).await.unwrap();
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         rx.changed().await.unwrap();
-        assert_eq!(rx.borrow_and_update().as_ref().unwrap().resources(ResourceType::Cluster).by_name.len(), 4);
+        assert_eq!(
+            rx.borrow_and_update()
+                .as_ref()
+                .unwrap()
+                .resources(ResourceType::Cluster)
+                .by_name
+                .len(),
+            4
+        );
         assert_eq!(metrics.builds.get(), 2, "one build for the burst");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_steady_stream_of_changes_is_published_at_the_max_delay() {
-        let debounce = Debounce { quiet: Duration::from_millis(100), max: Duration::from_secs(1) };
-        let (publisher, mut rx) = Publisher::new(MeshConfig::default(), debounce, 1, PublisherMetrics::default());
+        let debounce = Debounce {
+            quiet: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
+        let (publisher, mut rx) = Publisher::new(
+            MeshConfig::default(),
+            debounce,
+            1,
+            PublisherMetrics::default(),
+        );
         let (tx, events) = mpsc::channel(16);
         tokio::spawn(publisher.run(events, CancellationToken::new()));
         tx.send(CatalogEvent::Synced).await.unwrap();
@@ -226,7 +286,13 @@ mod tests {
             }
         }
         let waited = start.elapsed();
-        assert!(rx.has_changed().unwrap(), "published while changes kept coming");
-        assert!(waited >= Duration::from_secs(1) && waited < Duration::from_millis(1200), "{waited:?}");
+        assert!(
+            rx.has_changed().unwrap(),
+            "published while changes kept coming"
+        );
+        assert!(
+            waited >= Duration::from_secs(1) && waited < Duration::from_millis(1200),
+            "{waited:?}"
+        );
     }
 }

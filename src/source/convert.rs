@@ -205,15 +205,25 @@ mod tests {
 
     #[test]
     fn invalid_objects_say_why() {
-        let bad_port: core::Service = yaml("metadata: {name: web}\nspec: {ports: [{port: 70000}]}\n");
-        assert!(matches!(service(&bad_port, "d"), Err(ObjectError::BadPort { port: 70000, .. })));
+        let bad_port: core::Service =
+            yaml("metadata: {name: web}\nspec: {ports: [{port: 70000}]}\n");
+        assert!(matches!(
+            service(&bad_port, "d"),
+            Err(ObjectError::BadPort { port: 70000, .. })
+        ));
         let no_label: discovery::EndpointSlice =
             yaml("metadata: {name: s}\naddressType: IPv4\nendpoints: []\n");
-        assert_eq!(endpoint_slice(&no_label, "d"), Err(ObjectError::NoServiceLabel));
+        assert_eq!(
+            endpoint_slice(&no_label, "d"),
+            Err(ObjectError::NoServiceLabel)
+        );
         let bad_ip: discovery::EndpointSlice = yaml(
             "metadata: {name: s, labels: {kubernetes.io/service-name: web}}\naddressType: IPv4\nendpoints: [{addresses: ['::1']}]\n",
         );
-        assert!(matches!(endpoint_slice(&bad_ip, "d"), Err(ObjectError::BadAddress { .. })));
+        assert!(matches!(
+            endpoint_slice(&bad_ip, "d"),
+            Err(ObjectError::BadAddress { .. })
+        ));
     }
 
     #[test]

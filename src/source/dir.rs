@@ -47,7 +47,11 @@ impl DirMetrics {
             "Problems found in source input, counted when they first appear",
             self.errors.clone(),
         );
-        registry.register("source_scans", "Scans of the manifest directory", self.scans.clone());
+        registry.register(
+            "source_scans",
+            "Scans of the manifest directory",
+            self.scans.clone(),
+        );
     }
 }
 
@@ -162,7 +166,11 @@ pub async fn run(
         if last_sent.as_ref() != Some(&scan.objects) {
             let first = last_sent.is_none();
             last_sent = Some(scan.objects.clone());
-            if events.send(CatalogEvent::Reset(scan.objects)).await.is_err() {
+            if events
+                .send(CatalogEvent::Reset(scan.objects))
+                .await
+                .is_err()
+            {
                 return;
             }
             if first && events.send(CatalogEvent::Synced).await.is_err() {
@@ -206,7 +214,8 @@ fn read_file(path: &Path) -> Result<Vec<Object>, Vec<SourceError>> {
         document,
         reason,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| vec![at(None, format!("cannot read: {e}"))])?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| vec![at(None, format!("cannot read: {e}"))])?;
     let mut objects = Vec::new();
     let mut errors = Vec::new();
     for (index, document) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
@@ -244,7 +253,8 @@ fn read_object(value: serde_yaml_ng::Value) -> Result<Option<Object>, String> {
             convert::namespace(&decode(value, &kind)?).map_err(|e| invalid(&kind, e))?,
         ),
         ("v1", "Service") => Object::Service(
-            convert::service(&decode(value, &kind)?, DEFAULT_NAMESPACE).map_err(|e| invalid(&kind, e))?,
+            convert::service(&decode(value, &kind)?, DEFAULT_NAMESPACE)
+                .map_err(|e| invalid(&kind, e))?,
         ),
         ("discovery.k8s.io/v1", "EndpointSlice") => Object::EndpointSlice(
             convert::endpoint_slice(&decode(value, &kind)?, DEFAULT_NAMESPACE)
@@ -258,7 +268,10 @@ fn read_object(value: serde_yaml_ng::Value) -> Result<Option<Object>, String> {
     Ok(Some(object))
 }
 
-fn decode<T: serde::de::DeserializeOwned>(value: serde_yaml_ng::Value, kind: &str) -> Result<T, String> {
+fn decode<T: serde::de::DeserializeOwned>(
+    value: serde_yaml_ng::Value,
+    kind: &str,
+) -> Result<T, String> {
     serde_yaml_ng::from_value(value).map_err(|e| format!("invalid {kind}: {e}"))
 }
 
@@ -299,7 +312,11 @@ mod tests {
         assert_eq!(scan.errors.len(), 1);
         assert_eq!(scan.errors[0].document, Some(0));
         assert!(scan.errors[0].path.ends_with("shop.yaml"));
-        assert!(scan.errors[0].reason.contains("outside 1-65535"), "{}", scan.errors[0].reason);
+        assert!(
+            scan.errors[0].reason.contains("outside 1-65535"),
+            "{}",
+            scan.errors[0].reason
+        );
 
         std::fs::write(&file, "apiVersion: v1\nkind: Service\nmetadata: {name: [").unwrap();
         let scan = source.scan();

@@ -45,6 +45,9 @@ impl SourceStatus {
 
     /// The current problems.
     pub fn errors(&self) -> Vec<SourceError> {
-        self.errors.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.errors
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }

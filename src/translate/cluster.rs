@@ -49,7 +49,12 @@ pub fn dns_cluster(name: String, host: &str, port: &ServicePort, mesh: &MeshConf
     }
 }
 
-fn base_cluster(name: String, kind: DiscoveryType, port: &ServicePort, mesh: &MeshConfig) -> Cluster {
+fn base_cluster(
+    name: String,
+    kind: DiscoveryType,
+    port: &ServicePort,
+    mesh: &MeshConfig,
+) -> Cluster {
     let mut cluster = Cluster {
         name,
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(kind as i32)),
@@ -140,7 +145,10 @@ mod tests {
         ));
         assert_eq!(c.lb_policy, EnvoyLb::LeastRequest as i32);
         assert_eq!(c.connect_timeout.unwrap().seconds, 1);
-        assert!(c.typed_extension_protocol_options.is_empty(), "http/1.1 by default");
+        assert!(
+            c.typed_extension_protocol_options.is_empty(),
+            "http/1.1 by default"
+        );
     }
 
     #[test]
@@ -149,8 +157,13 @@ mod tests {
         assert!(speaks_http2(&port("grpc-admin", None)));
         assert!(speaks_http2(&port("web", Some("kubernetes.io/h2c"))));
         assert!(!speaks_http2(&port("http", None)));
-        assert!(!speaks_http2(&port("grpc", Some("http"))), "appProtocol wins");
+        assert!(
+            !speaks_http2(&port("grpc", Some("http"))),
+            "appProtocol wins"
+        );
         let c = eds_cluster("c".into(), &port("grpc", None), &MeshConfig::default());
-        assert!(c.typed_extension_protocol_options.contains_key(HTTP_PROTOCOL_OPTIONS));
+        assert!(c
+            .typed_extension_protocol_options
+            .contains_key(HTTP_PROTOCOL_OPTIONS));
     }
 }

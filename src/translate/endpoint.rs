@@ -5,7 +5,7 @@
 //! duplicates dropped; the result is sorted so equal inputs give byte-equal output.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use envoy_types::pb::envoy::config::core::v3::{
     address::Address as AddressKind, socket_address::PortSpecifier, Address, SocketAddress,
@@ -38,7 +38,7 @@ pub fn load_assignment<'a>(
     }
     let lb_endpoints = addresses
         .into_iter()
-        .map(|a| lb_endpoint(ip_string(a.ip()), a.port()))
+        .map(|a| lb_endpoint(a.ip().to_string(), a.port()))
         .collect();
     with_endpoints(cluster_name, lb_endpoints)
 }
@@ -61,10 +61,6 @@ fn with_endpoints(cluster_name: String, lb_endpoints: Vec<LbEndpoint>) -> Cluste
         },
         ..Default::default()
     }
-}
-
-fn ip_string(ip: IpAddr) -> String {
-    ip.to_string()
 }
 
 fn lb_endpoint(address: String, port: u16) -> LbEndpoint {
@@ -115,7 +111,11 @@ mod tests {
     }
 
     fn addrs(port_name: &str, slices: &[EndpointSlice]) -> Vec<String> {
-        socket_addresses(&load_assignment("c".into(), &port(port_name), slices.iter()))
+        socket_addresses(&load_assignment(
+            "c".into(),
+            &port(port_name),
+            slices.iter(),
+        ))
     }
 
     #[test]
@@ -127,10 +127,22 @@ mod tests {
             &[("http", 8080), ("metrics", 9090)],
             &[("10.0.0.1", true, false)],
         );
-        assert_eq!(addrs("http", &[s.clone()]), ["10.0.0.1:8080"]);
-        assert_eq!(addrs("metrics", &[s.clone()]), ["10.0.0.1:9090"]);
-        assert!(addrs("grpc", &[s]).is_empty(), "no port of that name: no endpoints");
-        let unnamed = slice("shop", "web-2", "web", &[("", 8000)], &[("10.0.0.2", true, false)]);
+        assert_eq!(addrs("http", std::slice::from_ref(&s)), ["10.0.0.1:8080"]);
+        assert_eq!(
+            addrs("metrics", std::slice::from_ref(&s)),
+            ["10.0.0.1:9090"]
+        );
+        assert!(
+            addrs("grpc", &[s]).is_empty(),
+            "no port of that name: no endpoints"
+        );
+        let unnamed = slice(
+            "shop",
+            "web-2",
+            "web",
+            &[("", 8000)],
+            &[("10.0.0.2", true, false)],
+        );
         assert_eq!(addrs("", &[unnamed]), ["10.0.0.2:8000"]);
     }
 
@@ -153,9 +165,24 @@ mod tests {
 
     #[test]
     fn multiple_slices_are_merged_sorted_and_deduplicated() {
-        let a = slice("shop", "web-a", "web", &[("http", 8080)], &[("10.0.0.9", true, false), ("10.0.0.1", true, false)]);
-        let b = slice("shop", "web-b", "web", &[("http", 8080)], &[("10.0.0.1", true, false), ("fd00::1", true, false)]);
-        assert_eq!(addrs("http", &[a, b]), ["10.0.0.1:8080", "10.0.0.9:8080", "fd00::1:8080"]);
+        let a = slice(
+            "shop",
+            "web-a",
+            "web",
+            &[("http", 8080)],
+            &[("10.0.0.9", true, false), ("10.0.0.1", true, false)],
+        );
+        let b = slice(
+            "shop",
+            "web-b",
+            "web",
+            &[("http", 8080)],
+            &[("10.0.0.1", true, false), ("fd00::1", true, false)],
+        );
+        assert_eq!(
+            addrs("http", &[a, b]),
+            ["10.0.0.1:8080", "10.0.0.9:8080", "fd00::1:8080"]
+        );
     }
 
     #[test]

@@ -70,12 +70,16 @@ pub fn translate(catalog: &Catalog, mesh: &MeshConfig) -> Translation {
             let name = cluster::cluster_name(service, port.port, &mesh.domain);
             match &service.kind {
                 ServiceKind::ExternalName(host) => {
-                    out.clusters.push(cluster::dns_cluster(name, host, port, mesh));
+                    out.clusters
+                        .push(cluster::dns_cluster(name, host, port, mesh));
                 }
                 ServiceKind::ClusterIp | ServiceKind::Headless => {
                     let slices = catalog.slices_of(&service.key);
-                    out.load_assignments
-                        .push(endpoint::load_assignment(name.clone(), port, slices));
+                    out.load_assignments.push(endpoint::load_assignment(
+                        name.clone(),
+                        port,
+                        slices,
+                    ));
                     out.clusters.push(cluster::eds_cluster(name, port, mesh));
                 }
             }
@@ -96,7 +100,11 @@ mod tests {
     #[test]
     fn one_cluster_per_port_and_a_load_assignment_even_without_slices() {
         let mut catalog = Catalog::default();
-        catalog.apply(Object::Service(service("shop", "web", &[("http", 80), ("admin", 9090)])));
+        catalog.apply(Object::Service(service(
+            "shop",
+            "web",
+            &[("http", 80), ("admin", 9090)],
+        )));
         let t = translate(&catalog, &MeshConfig::default());
         let names: Vec<_> = t.clusters.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(

@@ -43,8 +43,16 @@ impl Default for XdsMetrics {
 impl XdsMetrics {
     /// Registers the metrics.
     pub fn register(&self, registry: &mut Registry) {
-        registry.register("xds_connected_proxies", "Proxies with an admitted ADS stream", self.connected_proxies.clone());
-        registry.register("xds_pushes", "xDS responses sent, by type", self.pushes.clone());
+        registry.register(
+            "xds_connected_proxies",
+            "Proxies with an admitted ADS stream",
+            self.connected_proxies.clone(),
+        );
+        registry.register(
+            "xds_pushes",
+            "xDS responses sent, by type",
+            self.pushes.clone(),
+        );
         registry.register(
             "xds_push_time_seconds",
             "Time from snapshot build to a response being queued on a stream, by type",
@@ -55,7 +63,11 @@ impl XdsMetrics {
             "Time from snapshot build to the proxy's ACK of it, by type",
             self.convergence_seconds.clone(),
         );
-        registry.register("xds_nacks", "Responses rejected by proxies (NACK), by type", self.nacks.clone());
+        registry.register(
+            "xds_nacks",
+            "Responses rejected by proxies (NACK), by type",
+            self.nacks.clone(),
+        );
         registry.register(
             "xds_rejected_streams",
             "Streams refused at start or ended by the revision gate, by reason",
@@ -67,7 +79,9 @@ impl XdsMetrics {
     pub fn pushed(&self, kind: ResourceType, since_build: std::time::Duration) {
         let l = [("type", kind.short())];
         self.pushes.get_or_create(&l).inc();
-        self.push_seconds.get_or_create(&l).observe(since_build.as_secs_f64());
+        self.push_seconds
+            .get_or_create(&l)
+            .observe(since_build.as_secs_f64());
     }
 
     /// The proxy acknowledged a response `since_build` after its snapshot was built.
@@ -84,11 +98,15 @@ impl XdsMetrics {
 
     /// A stream was refused for `reason`.
     pub fn rejected(&self, reason: &'static str) {
-        self.rejected_streams.get_or_create(&[("reason", reason)]).inc();
+        self.rejected_streams
+            .get_or_create(&[("reason", reason)])
+            .inc();
     }
 
     /// Rejected streams so far for `reason` (for tests and the load tool).
     pub fn rejected_count(&self, reason: &'static str) -> u64 {
-        self.rejected_streams.get_or_create(&[("reason", reason)]).get()
+        self.rejected_streams
+            .get_or_create(&[("reason", reason)])
+            .get()
     }
 }

@@ -82,7 +82,8 @@ impl XdsContext {
         metrics: XdsMetrics,
         shutdown: CancellationToken,
     ) -> Self {
-        let control_plane_id = format!("revplane/{} {}", gate.revision(), env!("CARGO_PKG_VERSION"));
+        let control_plane_id =
+            format!("revplane/{} {}", gate.revision(), env!("CARGO_PKG_VERSION"));
         XdsContext {
             gate,
             snapshots,

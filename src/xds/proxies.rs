@@ -129,7 +129,9 @@ impl ProxyEntry {
     /// Copies the stream's state of `kind` into the registry.
     pub fn update(&self, kind: ResourceType, state: &StreamState) {
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        status.types.insert(kind.short(), TypeStatus::from(state.get(kind)));
+        status
+            .types
+            .insert(kind.short(), TypeStatus::from(state.get(kind)));
     }
 }
 
@@ -188,11 +190,12 @@ mod tests {
     #[test]
     fn registry_entries_go_away_with_their_stream() {
         let registry = ProxyRegistry::default();
-        let identity = crate::revision::identity_of(&envoy_types::pb::envoy::config::core::v3::Node {
-            id: "n1".into(),
-            ..Default::default()
-        })
-        .unwrap();
+        let identity =
+            crate::revision::identity_of(&envoy_types::pb::envoy::config::core::v3::Node {
+                id: "n1".into(),
+                ..Default::default()
+            })
+            .unwrap();
         let entry = registry.register(&identity);
         assert_eq!(registry.list()[0].revision, "default");
         drop(entry);

@@ -174,7 +174,10 @@ impl StreamState {
         let wanted: Vec<&Arc<Resource>> = if ts.wildcard {
             resources.by_name.values().collect()
         } else {
-            ts.names.iter().filter_map(|n| resources.by_name.get(n)).collect()
+            ts.names
+                .iter()
+                .filter_map(|n| resources.by_name.get(n))
+                .collect()
         };
         let changed = |r: &&Arc<Resource>| ts.sent.get(&r.name) != Some(&r.version);
         let send: Vec<Arc<Resource>> = if kind.is_full_state() {
@@ -186,7 +189,8 @@ impl StreamState {
         } else {
             let send: Vec<Arc<Resource>> = wanted.into_iter().filter(changed).cloned().collect();
             // Forget resources that are gone, so one that comes back is sent again.
-            ts.sent.retain(|name, _| resources.by_name.contains_key(name));
+            ts.sent
+                .retain(|name, _| resources.by_name.contains_key(name));
             if send.is_empty() {
                 return None;
             }

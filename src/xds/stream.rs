@@ -149,7 +149,9 @@ impl AdsStream {
         }
         if let Err(rejection) = self.ctx.gate.recheck(request.node.as_ref()) {
             self.ctx.metrics.rejected(rejection.reason());
-            self.ctx.rejections.log(&rejection, self.ctx.gate.revision().as_str());
+            self.ctx
+                .rejections
+                .log(&rejection, self.ctx.gate.revision().as_str());
             return Err(End::Status(rejection.to_status()));
         }
         let Some(kind) = ResourceType::from_type_url(&request.type_url) else {
@@ -174,7 +176,9 @@ impl AdsStream {
                     "proxy rejected config (NACK): {}", nack.message
                 );
             }
-            Verdict::Ack { since_build: Some(d) } => self.ctx.metrics.acked(kind, d),
+            Verdict::Ack {
+                since_build: Some(d),
+            } => self.ctx.metrics.acked(kind, d),
             Verdict::Stale => {
                 tracing::debug!(r#type = kind.short(), nonce = %request.response_nonce, "ignoring a request with a stale nonce");
             }

@@ -1,9 +1,10 @@
 //! Stream-state rules, one test per rule of DESIGN.md §3.
 
 use super::*;
+use crate::snapshot::Encoded;
 
 fn snap(serial: u64, items: &[(ResourceType, &str, &str)]) -> Snapshot {
-    let mut by_type: Vec<(ResourceType, Vec<(String, Vec<u8>)>)> = Vec::new();
+    let mut by_type: Vec<(ResourceType, Vec<Encoded>)> = Vec::new();
     for kind in ResourceType::ALL {
         let list = items
             .iter()
@@ -42,7 +43,9 @@ fn ack_records_version_and_sends_nothing_more() {
     let (v, consider) = st.on_request(CDS, &req("", &[]));
     assert_eq!(v, Verdict::None);
     assert!(consider);
-    let r = st.response_for(CDS, &s, true).expect("first request is answered");
+    let r = st
+        .response_for(CDS, &s, true)
+        .expect("first request is answered");
     assert_eq!(sent_names(&r), ["a", "b"]);
     let ack = RequestView {
         version: &r.version,
@@ -51,7 +54,10 @@ fn ack_records_version_and_sends_nothing_more() {
     let (v, consider) = st.on_request(CDS, &ack);
     assert!(matches!(v, Verdict::Ack { .. }));
     assert!(!consider, "an ACK changes no subscription");
-    assert_eq!(st.get(CDS).acked_version.as_deref(), Some(r.version.as_str()));
+    assert_eq!(
+        st.get(CDS).acked_version.as_deref(),
+        Some(r.version.as_str())
+    );
     assert!(st.responses_for(&s).is_empty());
 }
 
@@ -70,10 +76,19 @@ fn nack_is_recorded_and_not_answered_with_the_same_resources() {
     let (v, consider) = st.on_request(CDS, &nack);
     assert!(matches!(v, Verdict::Nack(ref n) if n.message == "bad cluster"));
     assert!(!consider);
-    assert_eq!(st.get(CDS).last_nack.as_ref().unwrap().message, "bad cluster");
+    assert_eq!(
+        st.get(CDS).last_nack.as_ref().unwrap().message,
+        "bad cluster"
+    );
     assert_eq!(st.get(CDS).acked_version, None);
-    assert!(st.responses_for(&s1).is_empty(), "same resources are not re-sent");
-    assert!(st.responses_for(&snap(2, &[(CDS, "a", "1")])).is_empty(), "nor equal content");
+    assert!(
+        st.responses_for(&s1).is_empty(),
+        "same resources are not re-sent"
+    );
+    assert!(
+        st.responses_for(&snap(2, &[(CDS, "a", "1")])).is_empty(),
+        "nor equal content"
+    );
     let fixed = st.responses_for(&snap(3, &[(CDS, "a", "2")]));
     assert_eq!(fixed.len(), 1, "the next change is sent");
 }
@@ -92,7 +107,10 @@ fn stale_nonce_is_ignored_whole() {
     let (v, consider) = st.on_request(EDS, &req(&first.nonce, &a));
     assert_eq!(v, Verdict::Stale);
     assert!(!consider);
-    assert_eq!(st.get(EDS).names, ["a", "b"].iter().map(|s| s.to_string()).collect());
+    assert_eq!(
+        st.get(EDS).names,
+        ["a", "b"].iter().map(|s| s.to_string()).collect()
+    );
 }
 
 #[test]
@@ -126,7 +144,9 @@ fn a_missing_name_is_remembered_and_sent_when_it_appears() {
     let mut st = StreamState::default();
     let want = names(&["late"]);
     st.on_request(EDS, &req("", &want));
-    assert!(st.response_for(EDS, &snap(1, &[(EDS, "other", "1")]), true).is_none());
+    assert!(st
+        .response_for(EDS, &snap(1, &[(EDS, "other", "1")]), true)
+        .is_none());
     let rs = st.responses_for(&snap(2, &[(EDS, "other", "1"), (EDS, "late", "1")]));
     assert_eq!(rs.len(), 1);
     assert_eq!(sent_names(&rs[0]), ["late"]);
@@ -138,14 +158,34 @@ fn cds_goes_before_eds_and_eds_sends_only_changes() {
     st.on_request(CDS, &req("", &[]));
     let both = names(&["a", "b"]);
     st.on_request(EDS, &req("", &both));
-    let s1 = snap(1, &[(CDS, "a", "1"), (CDS, "b", "1"), (EDS, "a", "1"), (EDS, "b", "1")]);
+    let s1 = snap(
+        1,
+        &[
+            (CDS, "a", "1"),
+            (CDS, "b", "1"),
+            (EDS, "a", "1"),
+            (EDS, "b", "1"),
+        ],
+    );
     let rs = st.responses_for(&s1);
     assert_eq!(rs.iter().map(|r| r.kind).collect::<Vec<_>>(), [CDS, EDS]);
-    let s2 = snap(2, &[(CDS, "a", "2"), (CDS, "b", "1"), (EDS, "a", "1"), (EDS, "b", "2")]);
+    let s2 = snap(
+        2,
+        &[
+            (CDS, "a", "2"),
+            (CDS, "b", "1"),
+            (EDS, "a", "1"),
+            (EDS, "b", "2"),
+        ],
+    );
     let rs = st.responses_for(&s2);
     assert_eq!(rs.iter().map(|r| r.kind).collect::<Vec<_>>(), [CDS, EDS]);
     assert_eq!(sent_names(&rs[0]), ["a", "b"], "CDS is full state");
-    assert_eq!(sent_names(&rs[1]), ["b"], "EDS carries only the changed assignment");
+    assert_eq!(
+        sent_names(&rs[1]),
+        ["b"],
+        "EDS carries only the changed assignment"
+    );
 }
 
 #[test]
@@ -154,19 +194,28 @@ fn nothing_is_resent_when_nothing_changed() {
     st.on_request(CDS, &req("", &[]));
     st.responses_for(&snap(1, &[(CDS, "a", "1")]));
     assert!(st.responses_for(&snap(2, &[(CDS, "a", "1")])).is_empty());
-    assert!(st.responses_for(&snap(3, &[(CDS, "a", "1"), (EDS, "a", "9")])).is_empty(), "EDS not subscribed");
+    assert!(
+        st.responses_for(&snap(3, &[(CDS, "a", "1"), (EDS, "a", "9")]))
+            .is_empty(),
+        "EDS not subscribed"
+    );
 }
 
 #[test]
 fn empty_wildcard_cds_is_answered_and_removals_are_sent() {
     let mut st = StreamState::default();
     st.on_request(CDS, &req("", &[]));
-    let r = st.response_for(CDS, &snap(1, &[]), true).expect("Envoy waits for this to initialise");
+    let r = st
+        .response_for(CDS, &snap(1, &[]), true)
+        .expect("Envoy waits for this to initialise");
     assert!(r.resources.is_empty());
     st.responses_for(&snap(2, &[(CDS, "a", "1")]));
     let rs = st.responses_for(&snap(3, &[]));
     assert_eq!(rs.len(), 1);
-    assert!(rs[0].resources.is_empty(), "removal of the last cluster is pushed");
+    assert!(
+        rs[0].resources.is_empty(),
+        "removal of the last cluster is pushed"
+    );
 }
 
 #[test]

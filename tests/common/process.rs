@@ -1,0 +1,89 @@
+//! The `revplane` binary as a separate process, as an operator runs it.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running `revplane serve`; killed on drop.
+pub struct Revplane {
+    child: Child,
+    pub xds: SocketAddr,
+    pub admin: SocketAddr,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+impl Revplane {
+    /// Starts `revplane serve --revision <revision> --source <source>` and waits for /ready.
+    pub async fn start(revision: &str, source: &Path) -> Revplane {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("revplane.log");
+        let (xds, admin) = (free_port(), free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_revplane"))
+            .args(["serve", "--revision", revision, "--source"])
+            .arg(source)
+            .args([
+                "--xds-addr",
+                &xds.to_string(),
+                "--admin-addr",
+                &admin.to_string(),
+            ])
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start revplane");
+        let mut server = Revplane {
+            child,
+            xds,
+            admin,
+            log,
+            _dir: dir,
+        };
+        for _ in 0..250 {
+            if let Ok(r) = reqwest::get(format!("http://{admin}/ready")).await {
+                if r.status().is_success() {
+                    return server;
+                }
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("revplane exited at start ({status}): {}", server.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("revplane not ready within 5 s: {}", server.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..500 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("revplane did not exit within 10 s of SIGTERM");
+    }
+}
+
+impl Drop for Revplane {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,180 @@
+//! End-to-end tier: the `revplane` binary and a real Envoy 1.40 (installed by scripts/test).
+
+mod common;
+
+use std::time::Duration;
+
+use common::envoy::Envoy;
+use common::process::Revplane;
+use common::*;
+
+const CANARY_NODE: &str = "sidecar~127.0.0.1~frontend-7d4b9.shop~shop.svc.cluster.local";
+
+/// What the example mesh must look like inside Envoy: ready endpoints only.
+fn expected_endpoints() -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = [
+        (
+            "outbound|8080||catalog.shop.svc.cluster.local",
+            "127.0.0.1:18180",
+        ),
+        (
+            "outbound|80||frontend.shop.svc.cluster.local",
+            "127.0.0.1:18080",
+        ),
+        (
+            "outbound|9000||ledger.payments.svc.cluster.local",
+            "127.0.0.1:19000",
+        ),
+        (
+            "outbound|9000||ledger.payments.svc.cluster.local",
+            "127.0.0.1:19001",
+        ),
+        (
+            "outbound|9090||frontend.shop.svc.cluster.local",
+            "127.0.0.1:19090",
+        ),
+    ]
+    .iter()
+    .map(|(c, e)| (c.to_string(), e.to_string()))
+    .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_envoy_on_the_canary_server_gets_every_cluster_and_endpoint() {
+    let server = Revplane::start("canary", &example_mesh()).await;
+    let envoy = Envoy::start(CANARY_NODE, "canary", server.xds.port(), &[]);
+    eventually(
+        Duration::from_secs(10),
+        "Envoy holds the example mesh",
+        || async { envoy.outbound_endpoints().await == expected_endpoints() },
+    )
+    .await;
+    let proxies: serde_json::Value =
+        serde_json::from_str(&admin_get(server.admin, "/debug/proxies").await.1).unwrap();
+    assert_eq!(proxies["proxies"][0]["node_id"], CANARY_NODE);
+    assert_eq!(proxies["proxies"][0]["revision"], "canary");
+    assert_eq!(proxies["proxies"][0]["pod_name"], "frontend-7d4b9");
+    let status = server.terminate();
+    assert!(status.success(), "SIGTERM is a clean exit: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_envoy_on_the_stable_server_is_refused_holds_nothing_and_is_counted() {
+    let stable = Revplane::start("stable", &example_mesh()).await;
+    let envoy = Envoy::start(CANARY_NODE, "canary", stable.xds.port(), &[]);
+    let sample =
+        "revplane_xds_rejected_streams_total{revision=\"stable\",reason=\"revision_mismatch\"}";
+    eventually(
+        Duration::from_secs(10),
+        "the refusal is counted",
+        || async { metric(stable.admin, sample).await >= 1.0 },
+    )
+    .await;
+    // Envoy saw the PERMISSION_DENIED status (gRPC code 7) with the reason.
+    eventually(Duration::from_secs(5), "Envoy logs the refusal", || async {
+        // grpc-message is percent-encoded on the wire and in Envoy's log.
+        let log = envoy.log_text().replace("%20", " ").replace("%22", "\"");
+        log.contains("closed: 7, ") && log.contains("belongs to revision \"canary\"")
+    })
+    .await;
+    assert!(
+        envoy.dynamic_clusters().await.is_empty(),
+        "a refused Envoy holds no dynamic clusters"
+    );
+    assert!(envoy.outbound_endpoints().await.is_empty());
+    let proxies = admin_get(stable.admin, "/debug/proxies").await.1;
+    assert!(proxies.contains("\"proxies\":[]"), "{proxies}");
+    let log = stable.log_text();
+    assert!(
+        log.contains("refused xDS stream") && log.contains(CANARY_NODE),
+        "{log}"
+    );
+    // Envoy retries; the log stays at one line per node per minute.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        stable.log_text().matches("refused xDS stream").count(),
+        1,
+        "{}",
+        stable.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn editing_an_endpoint_slice_reaches_envoy_within_two_seconds() {
+    let mesh = mesh_copy();
+    let server = Revplane::start("canary", mesh.path()).await;
+    let envoy = Envoy::start(CANARY_NODE, "canary", server.xds.port(), &[]);
+    eventually(Duration::from_secs(10), "initial config", || async {
+        envoy.outbound_endpoints().await == expected_endpoints()
+    })
+    .await;
+    let shop = mesh.path().join("shop.yaml");
+    let text = std::fs::read_to_string(&shop).unwrap();
+    std::fs::write(&shop, text.replace("port: 18180", "port: 18188")).unwrap();
+    let moved = (
+        "outbound|8080||catalog.shop.svc.cluster.local".to_string(),
+        "127.0.0.1:18188".to_string(),
+    );
+    eventually(
+        Duration::from_secs(2),
+        "Envoy shows the new endpoint",
+        || async {
+            let now = envoy.outbound_endpoints().await;
+            now.contains(&moved) && !now.iter().any(|(_, e)| e == "127.0.0.1:18180")
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_envoy_rejects_is_nacked_recorded_and_not_resent() {
+    // This Envoy is built without the EDS cluster type, as a trimmed or older proxy build
+    // might be: it must reject every cluster revplane sends.
+    let server = Revplane::start("canary", &example_mesh()).await;
+    let envoy = Envoy::start(
+        CANARY_NODE,
+        "canary",
+        server.xds.port(),
+        &["--disable-extensions", "envoy.clusters/envoy.cluster.eds"],
+    );
+    let admin = server.admin;
+    eventually(
+        Duration::from_secs(10),
+        "the NACK shows in /debug/proxies",
+        || async {
+            let v: serde_json::Value =
+                serde_json::from_str(&admin_get(admin, "/debug/proxies").await.1).unwrap();
+            v["proxies"][0]["types"]["cds"]["last_nack"]
+                .as_str()
+                .is_some_and(|m| m.contains("envoy.cluster.eds"))
+        },
+    )
+    .await;
+    // Hold still: no resend loop.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let metrics = admin_get(admin, "/metrics").await.1;
+    assert_eq!(
+        metric_in(
+            &metrics,
+            "revplane_xds_nacks_total{revision=\"canary\",type=\"cds\"}"
+        ),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_in(
+            &metrics,
+            "revplane_xds_pushes_total{revision=\"canary\",type=\"cds\"}"
+        ),
+        1.0,
+        "not re-sent"
+    );
+    assert_eq!(
+        envoy.stat("cluster_manager.cds.update_rejected").await,
+        Some(1)
+    );
+    assert!(envoy.dynamic_clusters().await.is_empty());
+    assert!(server.log_text().contains("proxy rejected config (NACK)"));
+}
