@@ -178,3 +178,48 @@ async fn a_cluster_envoy_rejects_is_nacked_recorded_and_not_resent() {
     assert!(envoy.dynamic_clusters().await.is_empty());
     assert!(server.log_text().contains("proxy rejected config (NACK)"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_cluster_finishes_warming_with_its_endpoints() {
+    let mesh = mesh_copy();
+    let server = Revplane::start("canary", mesh.path()).await;
+    let envoy = Envoy::start(CANARY_NODE, "canary", server.xds.port(), &[]);
+    eventually(Duration::from_secs(10), "initial config", || async {
+        envoy.outbound_endpoints().await == expected_endpoints()
+    })
+    .await;
+    // Switching the catalog port to HTTP/2 changes its Cluster but not its endpoints; Envoy
+    // re-warms the cluster and must get its assignment again, or it waits 15 s for it.
+    let shop = mesh.path().join("shop.yaml");
+    let text = std::fs::read_to_string(&shop).unwrap();
+    let changed = text.replacen(
+        "      port: 8080\n      targetPort: 8080\n      protocol: TCP\n",
+        "      port: 8080\n      targetPort: 8080\n      protocol: TCP\n      appProtocol: kubernetes.io/h2c\n",
+        1,
+    );
+    assert_ne!(changed, text, "the example mesh still has the catalog port");
+    std::fs::write(&shop, changed).unwrap();
+    eventually(
+        Duration::from_secs(2),
+        "the changed cluster is active with its endpoint",
+        || async {
+            let dump: serde_json::Value = serde_json::from_str(
+                &envoy
+                    .admin_get("/config_dump?resource=dynamic_active_clusters")
+                    .await,
+            )
+            .unwrap();
+            let catalog = dump["configs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["cluster"]["name"] == "outbound|8080||catalog.shop.svc.cluster.local")
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            catalog.contains("http2_protocol_options")
+                && envoy.stat("cluster_manager.warming_clusters").await == Some(0)
+                && envoy.outbound_endpoints().await == expected_endpoints()
+        },
+    )
+    .await;
+}

@@ -196,7 +196,13 @@ impl StreamState {
             }
             send
         };
+        let mut rewarming = Vec::new();
         if kind.is_full_state() {
+            for r in &send {
+                if ts.sent.get(&r.name) != Some(&r.version) {
+                    rewarming.push(r.name.clone());
+                }
+            }
             ts.sent.clear();
         }
         for r in &send {
@@ -207,12 +213,39 @@ impl StreamState {
         ts.nonce = Some(nonce.clone());
         ts.sent_version = Some(resources.version.clone());
         ts.sent_built = Some(snapshot.built);
-        Some(Response {
+        let response = Response {
             kind,
             version: resources.version.clone(),
             nonce,
             resources: send,
-        })
+        };
+        if kind == ResourceType::Cluster && !rewarming.is_empty() {
+            // Envoy re-warms a changed cluster and waits for its assignment before using it;
+            // its EDS request for an already subscribed name looks like an ACK. So the
+            // assignment of every new or changed cluster is sent again after the CDS response.
+            let eds = &mut self.types[ResourceType::Endpoint as usize];
+            for name in &rewarming {
+                eds.sent.remove(name);
+            }
+            eds.synced_type_version = None;
+        }
+        Some(response)
+    }
+
+    /// Responses a request made due: the requested type (always considered when `force`),
+    /// then whatever other type it left pending, in push order.
+    pub fn responses_after_request(
+        &mut self,
+        kind: ResourceType,
+        snapshot: &Snapshot,
+        force: bool,
+    ) -> Vec<Response> {
+        let mut out: Vec<Response> = self
+            .response_for(kind, snapshot, force)
+            .into_iter()
+            .collect();
+        out.extend(self.responses_for(snapshot));
+        out
     }
 
     /// Responses for every type after a snapshot change, in CDS → EDS → LDS → RDS order.

@@ -186,7 +186,10 @@ impl AdsStream {
         }
         self.entry.update(kind, &self.state);
         if consider {
-            if let Some(response) = self.state.response_for(kind, &self.snapshot, true) {
+            for response in self
+                .state
+                .responses_after_request(kind, &self.snapshot, true)
+            {
                 self.send(response).await?;
             }
         }

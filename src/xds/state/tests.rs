@@ -172,15 +172,16 @@ fn cds_goes_before_eds_and_eds_sends_only_changes() {
     let s2 = snap(
         2,
         &[
-            (CDS, "a", "2"),
+            (CDS, "a", "1"),
             (CDS, "b", "1"),
+            (CDS, "c", "1"),
             (EDS, "a", "1"),
             (EDS, "b", "2"),
         ],
     );
     let rs = st.responses_for(&s2);
     assert_eq!(rs.iter().map(|r| r.kind).collect::<Vec<_>>(), [CDS, EDS]);
-    assert_eq!(sent_names(&rs[0]), ["a", "b"], "CDS is full state");
+    assert_eq!(sent_names(&rs[0]), ["a", "b", "c"], "CDS is full state");
     assert_eq!(
         sent_names(&rs[1]),
         ["b"],
@@ -226,4 +227,80 @@ fn nonces_are_unique_per_stream() {
     st.on_request(EDS, &req("", &a));
     let rs = st.responses_for(&snap(1, &[(CDS, "a", "1"), (EDS, "a", "1")]));
     assert_ne!(rs[0].nonce, rs[1].nonce);
+}
+
+#[test]
+fn a_changed_cluster_gets_its_assignment_again_so_envoy_can_finish_warming_it() {
+    let mut st = StreamState::default();
+    st.on_request(CDS, &req("", &[]));
+    let both = names(&["a", "b"]);
+    st.on_request(EDS, &req("", &both));
+    let s1 = snap(
+        1,
+        &[
+            (CDS, "a", "1"),
+            (CDS, "b", "1"),
+            (EDS, "a", "1"),
+            (EDS, "b", "1"),
+        ],
+    );
+    st.responses_for(&s1);
+    let s2 = snap(
+        2,
+        &[
+            (CDS, "a", "2"),
+            (CDS, "b", "1"),
+            (EDS, "a", "1"),
+            (EDS, "b", "1"),
+        ],
+    );
+    let rs = st.responses_for(&s2);
+    assert_eq!(rs.iter().map(|r| r.kind).collect::<Vec<_>>(), [CDS, EDS]);
+    assert_eq!(
+        sent_names(&rs[1]),
+        ["a"],
+        "unchanged assignment of the changed cluster only"
+    );
+    assert!(st
+        .responses_for(&snap(
+            3,
+            &[
+                (CDS, "a", "2"),
+                (CDS, "b", "1"),
+                (EDS, "a", "1"),
+                (EDS, "b", "1")
+            ]
+        ))
+        .is_empty());
+}
+
+#[test]
+fn a_request_that_changes_cds_is_followed_by_the_pending_assignments() {
+    let mut st = StreamState::default();
+    let only_a = names(&["a"]);
+    st.on_request(CDS, &req("", &only_a));
+    st.on_request(EDS, &req("", &only_a));
+    let s = snap(
+        1,
+        &[
+            (CDS, "a", "1"),
+            (CDS, "b", "1"),
+            (EDS, "a", "1"),
+            (EDS, "b", "1"),
+        ],
+    );
+    let first = st.responses_for(&s);
+    assert_eq!(first.len(), 2);
+    // Subscribing to b as well: the CDS answer is followed by nothing else for EDS (b is not
+    // subscribed for EDS yet and a did not change).
+    let ab = names(&["a", "b"]);
+    let rs = st.responses_after_request(CDS, &s, true);
+    assert!(
+        rs.is_empty(),
+        "nothing changed for the subscribed CDS names yet"
+    );
+    st.on_request(CDS, &req(&first[0].nonce, &ab));
+    let rs = st.responses_after_request(CDS, &s, true);
+    assert_eq!(rs.iter().map(|r| r.kind).collect::<Vec<_>>(), [CDS]);
+    assert_eq!(sent_names(&rs[0]), ["a", "b"]);
 }
