@@ -114,7 +114,7 @@ pub enum Object {
 }
 
 /// Identifies an object for deletion.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ObjectRef {
     /// A namespace by name.
     Namespace(String),
@@ -122,6 +122,27 @@ pub enum ObjectRef {
     Service(ObjectKey),
     /// An endpoint slice.
     EndpointSlice(ObjectKey),
+}
+
+impl Object {
+    /// The reference that identifies this object.
+    pub fn reference(&self) -> ObjectRef {
+        match self {
+            Object::Namespace(ns) => ObjectRef::Namespace(ns.name.clone()),
+            Object::Service(svc) => ObjectRef::Service(svc.key.clone()),
+            Object::EndpointSlice(slice) => ObjectRef::EndpointSlice(slice.key.clone()),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ObjectRef::Namespace(name) => write!(f, "Namespace {name}"),
+            ObjectRef::Service(k) => write!(f, "Service {}/{}", k.namespace, k.name),
+            ObjectRef::EndpointSlice(k) => write!(f, "EndpointSlice {}/{}", k.namespace, k.name),
+        }
+    }
 }
 
 /// A change a source reports.

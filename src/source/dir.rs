@@ -5,7 +5,7 @@
 //! **last good content keeps being used**; a file never seen good contributes nothing. The
 //! task never exits or panics on bad input.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{convert, SourceError, SourceStatus};
-use crate::catalog::{CatalogEvent, Object};
+use crate::catalog::{CatalogEvent, Object, ObjectRef};
 
 /// Namespace given to namespaced objects whose manifest names none (as `kubectl` does).
 const DEFAULT_NAMESPACE: &str = "default";
@@ -118,7 +118,21 @@ impl DirSource {
 
     fn collect(&self, mut errors: Vec<SourceError>) -> Scan {
         let mut objects = Vec::new();
-        for state in self.files.values() {
+        let mut defined_in: HashMap<ObjectRef, &Path> = HashMap::new();
+        for (path, state) in &self.files {
+            for object in &state.good {
+                if let Some(first) = defined_in.insert(object.reference(), path) {
+                    errors.push(SourceError {
+                        path: path.display().to_string(),
+                        document: None,
+                        reason: format!(
+                            "{} is also defined in {}; the definition in the file that sorts last wins",
+                            object.reference(),
+                            first.display()
+                        ),
+                    });
+                }
+            }
             objects.extend(state.good.iter().cloned());
             errors.extend(state.errors.iter().cloned());
         }
@@ -325,6 +339,23 @@ mod tests {
 
         std::fs::write(&file, GOOD).unwrap();
         assert!(source.scan().errors.is_empty());
+    }
+
+    #[test]
+    fn an_object_defined_twice_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), GOOD).unwrap();
+        std::fs::write(dir.path().join("b.yaml"), GOOD).unwrap();
+        let scan = DirSource::new(dir.path()).scan();
+        assert_eq!(scan.errors.len(), 1);
+        assert!(scan.errors[0].path.ends_with("b.yaml"));
+        assert!(
+            scan.errors[0]
+                .reason
+                .contains("Service shop/web is also defined in"),
+            "{}",
+            scan.errors[0].reason
+        );
     }
 
     #[test]

@@ -143,6 +143,9 @@ pub async fn serve(
         .max_decoding_message_size(limits.max_request_bytes);
     tonic::transport::Server::builder()
         .max_concurrent_streams(limits.max_streams_per_connection)
+        // Find proxies that vanished without closing their connection.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await
