@@ -129,7 +129,22 @@ pub fn snapshot_json(snapshot: &Snapshot) -> Value {
             json!({ "version": resources.version, "resources": items }),
         );
     }
-    json!({ "serial": snapshot.serial, "types": types })
+    let mesh = &snapshot.mesh;
+    let selectors: Vec<String> = mesh
+        .discovery_selectors
+        .iter()
+        .map(|s| format!("{s:?}"))
+        .collect();
+    json!({
+        "serial": snapshot.serial,
+        "mesh": {
+            "domain": mesh.domain,
+            "connect_timeout": humantime::format_duration(mesh.connect_timeout).to_string(),
+            "lb_policy": format!("{:?}", mesh.lb_policy),
+            "discovery_selectors": selectors,
+        },
+        "types": types,
+    })
 }
 
 fn describe(kind: ResourceType, body: &[u8], item: &mut Value) {

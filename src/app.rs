@@ -18,12 +18,12 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::admin::{self, AdminState};
-use crate::cli::ServeArgs;
+use crate::cli::{ServeArgs, SourceSpec};
 use crate::revision::RevisionGate;
 use crate::snapshot::publisher::{Debounce, Publisher, PublisherMetrics, SnapshotReceiver};
 use crate::source::dir::{self, DirMetrics};
+use crate::source::kube::{KubeMetrics, KubeSource, WATCHES as KUBE_WATCHES};
 use crate::source::SourceStatus;
-use crate::translate::MeshConfig;
 use crate::xds::metrics::XdsMetrics;
 use crate::xds::{self, Limits, XdsContext};
 
@@ -70,7 +70,8 @@ pub async fn start_on(
     let admin_addr = admin_listener.local_addr()?;
     tracing::info!(
         revision = %args.revision,
-        source = %args.source.display(),
+        source = %args.source,
+        namespace = %args.namespace,
         %xds_addr,
         %admin_addr,
         debounce_after = ?args.debounce_after,
@@ -80,12 +81,24 @@ pub async fn start_on(
         max_streams_per_connection = args.max_streams_per_connection,
         "starting revplane"
     );
-    if !args.source.is_dir() {
-        anyhow::bail!(
-            "--source {} is not a directory; point it at a directory of Kubernetes YAML such as deploy/examples/mesh",
-            args.source.display()
-        );
-    }
+    let (kube_client, source_count) = match &args.source {
+        SourceSpec::Dir(dir) => {
+            if !dir.is_dir() {
+                anyhow::bail!(
+                    "--source {} is not a directory; point it at a directory of Kubernetes YAML \
+                     such as deploy/examples/mesh, or use --source=kube",
+                    dir.display()
+                );
+            }
+            (None, 1)
+        }
+        SourceSpec::Kube => {
+            let client = kube::Client::try_default().await.context(
+                "cannot configure a Kubernetes client for --source=kube: run in a cluster or set KUBECONFIG",
+            )?;
+            (Some(client), KUBE_WATCHES)
+        }
+    };
 
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -95,7 +108,11 @@ pub async fn start_on(
     );
 
     let dir_metrics = DirMetrics::default();
-    dir_metrics.register(&mut registry);
+    let kube_metrics = KubeMetrics::default();
+    match args.source {
+        SourceSpec::Dir(_) => dir_metrics.register(&mut registry),
+        SourceSpec::Kube => kube_metrics.register(&mut registry),
+    }
     let publisher_metrics = PublisherMetrics::default();
     publisher_metrics.register(&mut registry);
     let xds_metrics = XdsMetrics::default();
@@ -106,12 +123,7 @@ pub async fn start_on(
         quiet: args.debounce_after,
         max: args.debounce_max,
     };
-    let (publisher, snapshots) = Publisher::new(
-        MeshConfig::default(),
-        debounce,
-        1,
-        publisher_metrics.clone(),
-    );
+    let (publisher, snapshots) = Publisher::new(debounce, source_count, publisher_metrics.clone());
     tasks.spawn(
         publisher
             .run(events_rx, shutdown.clone())
@@ -119,16 +131,33 @@ pub async fn start_on(
     );
 
     let sources = SourceStatus::default();
-    tasks.spawn(
-        dir::run(
-            args.source.clone(),
-            events_tx,
-            sources.clone(),
-            dir_metrics,
-            shutdown.clone(),
-        )
-        .instrument(tracing::info_span!("source", dir = %args.source.display())),
-    );
+    match &args.source {
+        SourceSpec::Dir(dir) => {
+            tasks.spawn(
+                dir::run(
+                    dir.clone(),
+                    args.revision.clone(),
+                    events_tx,
+                    sources.clone(),
+                    dir_metrics,
+                    shutdown.clone(),
+                )
+                .instrument(tracing::info_span!("source", dir = %dir.display())),
+            );
+        }
+        SourceSpec::Kube => {
+            let source = KubeSource {
+                client: kube_client.expect("created above for the kube source"),
+                revision: args.revision.clone(),
+                namespace: args.namespace.clone(),
+            };
+            tasks.spawn(
+                source
+                    .run(events_tx, sources.clone(), kube_metrics, shutdown.clone())
+                    .instrument(tracing::info_span!("source", kind = "kube")),
+            );
+        }
+    }
 
     let ctx = Arc::new(XdsContext::new(
         RevisionGate::new(args.revision.clone()),

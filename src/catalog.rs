@@ -7,6 +7,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::LazyLock;
+
+use crate::mesh::MeshConfig;
+
+/// The mesh config in force when the source provides none.
+static DEFAULT_MESH: LazyLock<MeshConfig> = LazyLock::new(MeshConfig::default);
 
 /// Namespace and name of a namespaced object.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -111,10 +117,25 @@ pub enum Object {
     Service(Service),
     /// An endpoint slice.
     EndpointSlice(EndpointSlice),
+    /// The revision's mesh config (from ConfigMap `revplane-<revision>`).
+    Mesh(MeshConfig),
+}
+
+/// The kinds of object the catalog indexes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectKind {
+    /// Namespaces.
+    Namespace,
+    /// Services.
+    Service,
+    /// Endpoint slices.
+    EndpointSlice,
+    /// The mesh config.
+    Mesh,
 }
 
 /// Identifies an object for deletion.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ObjectRef {
     /// A namespace by name.
     Namespace(String),
@@ -122,6 +143,8 @@ pub enum ObjectRef {
     Service(ObjectKey),
     /// An endpoint slice.
     EndpointSlice(ObjectKey),
+    /// The mesh config (back to defaults).
+    Mesh,
 }
 
 impl Object {
@@ -131,6 +154,17 @@ impl Object {
             Object::Namespace(ns) => ObjectRef::Namespace(ns.name.clone()),
             Object::Service(svc) => ObjectRef::Service(svc.key.clone()),
             Object::EndpointSlice(slice) => ObjectRef::EndpointSlice(slice.key.clone()),
+            Object::Mesh(_) => ObjectRef::Mesh,
+        }
+    }
+
+    /// The kind of this object.
+    pub fn kind(&self) -> ObjectKind {
+        match self {
+            Object::Namespace(_) => ObjectKind::Namespace,
+            Object::Service(_) => ObjectKind::Service,
+            Object::EndpointSlice(_) => ObjectKind::EndpointSlice,
+            Object::Mesh(_) => ObjectKind::Mesh,
         }
     }
 }
@@ -141,6 +175,7 @@ impl std::fmt::Display for ObjectRef {
             ObjectRef::Namespace(name) => write!(f, "Namespace {name}"),
             ObjectRef::Service(k) => write!(f, "Service {}/{}", k.namespace, k.name),
             ObjectRef::EndpointSlice(k) => write!(f, "EndpointSlice {}/{}", k.namespace, k.name),
+            ObjectRef::Mesh => write!(f, "mesh config"),
         }
     }
 }
@@ -154,6 +189,8 @@ pub enum CatalogEvent {
     Delete(ObjectRef),
     /// Replace the whole state with these objects, atomically.
     Reset(Vec<Object>),
+    /// Replace every object of one kind with these, atomically (a watch re-list).
+    Replace(ObjectKind, Vec<Object>),
     /// The source has delivered its initial state.
     Synced,
 }
@@ -166,6 +203,7 @@ pub struct Catalog {
     slices: BTreeMap<ObjectKey, EndpointSlice>,
     /// Slice keys by the service they belong to.
     slices_by_service: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
+    mesh: Option<MeshConfig>,
 }
 
 impl Catalog {
@@ -175,6 +213,7 @@ impl Catalog {
             CatalogEvent::Apply(object) => self.apply(object),
             CatalogEvent::Delete(object) => self.delete(&object),
             CatalogEvent::Reset(objects) => self.reset(objects),
+            CatalogEvent::Replace(kind, objects) => self.replace_kind(kind, objects),
             CatalogEvent::Synced => false,
         }
     }
@@ -200,6 +239,11 @@ impl Catalog {
                 self.slices.insert(key, slice);
                 true
             }
+            Object::Mesh(mesh) => {
+                let changed = self.mesh.as_ref() != Some(&mesh);
+                self.mesh = Some(mesh);
+                changed
+            }
         }
     }
 
@@ -215,6 +259,7 @@ impl Catalog {
                 }
                 None => false,
             },
+            ObjectRef::Mesh => self.mesh.take().is_some(),
         }
     }
 
@@ -222,6 +267,28 @@ impl Catalog {
     pub fn reset(&mut self, objects: Vec<Object>) -> bool {
         let mut next = Catalog::default();
         for object in objects {
+            next.apply(object);
+        }
+        if next == *self {
+            return false;
+        }
+        *self = next;
+        true
+    }
+
+    /// Replaces every object of `kind` with `objects`; returns whether anything changed.
+    pub fn replace_kind(&mut self, kind: ObjectKind, objects: Vec<Object>) -> bool {
+        let mut next = self.clone();
+        match kind {
+            ObjectKind::Namespace => next.namespaces.clear(),
+            ObjectKind::Service => next.services.clear(),
+            ObjectKind::EndpointSlice => {
+                next.slices.clear();
+                next.slices_by_service.clear();
+            }
+            ObjectKind::Mesh => next.mesh = None,
+        }
+        for object in objects.into_iter().filter(|o| o.kind() == kind) {
             next.apply(object);
         }
         if next == *self {
@@ -258,6 +325,16 @@ impl Catalog {
             .into_iter()
             .flatten()
             .filter_map(|key| self.slices.get(key))
+    }
+
+    /// A namespace by name.
+    pub fn namespace(&self, name: &str) -> Option<&Namespace> {
+        self.namespaces.get(name)
+    }
+
+    /// The mesh config in force (defaults when the source gave none).
+    pub fn mesh(&self) -> &MeshConfig {
+        self.mesh.as_ref().unwrap_or(&DEFAULT_MESH)
     }
 
     /// Number of services.
@@ -378,6 +455,32 @@ mod tests {
         assert!(c.delete(&ObjectRef::EndpointSlice(ObjectKey::new("shop", "web-1"))));
         assert_eq!(c.slices_of(&web).count(), 0);
         assert!(!c.delete(&ObjectRef::EndpointSlice(ObjectKey::new("shop", "web-1"))));
+    }
+
+    #[test]
+    fn replacing_one_kind_keeps_the_others() {
+        let mut c = Catalog::default();
+        c.apply(Object::Service(service("shop", "web", &[("http", 80)])));
+        c.apply(Object::EndpointSlice(slice(
+            "shop",
+            "web-1",
+            "web",
+            &[],
+            &[],
+        )));
+        let relisted = vec![Object::Service(service("shop", "api", &[("http", 80)]))];
+        assert!(c.replace_kind(ObjectKind::Service, relisted.clone()));
+        assert!(!c.replace_kind(ObjectKind::Service, relisted));
+        assert_eq!(c.service_count(), 1);
+        assert_eq!(c.slice_count(), 1, "slices untouched by a service re-list");
+        let mesh = MeshConfig {
+            domain: "example.org".into(),
+            ..Default::default()
+        };
+        assert!(c.apply(Object::Mesh(mesh)));
+        assert_eq!(c.mesh().domain, "example.org");
+        assert!(c.delete(&ObjectRef::Mesh));
+        assert_eq!(c.mesh().domain, "cluster.local");
     }
 
     #[test]

@@ -31,9 +31,14 @@ pub struct ServeArgs {
     #[arg(long, env = "REVPLANE_REVISION")]
     pub revision: Revision,
 
-    /// Directory of Kubernetes manifests (Namespaces, Services, EndpointSlices), watched.
+    /// Where config comes from: `kube` (the Kubernetes API: in-cluster config or KUBECONFIG),
+    /// or a directory of Kubernetes manifests, watched.
     #[arg(long, env = "REVPLANE_SOURCE")]
-    pub source: PathBuf,
+    pub source: SourceSpec,
+
+    /// The control plane's own namespace, where its ConfigMap `revplane-<revision>` lives.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "revplane-system")]
+    pub namespace: String,
 
     /// Address of the ADS gRPC server.
     #[arg(long, env = "REVPLANE_XDS_ADDR", default_value = "127.0.0.1:15010")]
@@ -68,6 +73,35 @@ pub struct ServeArgs {
     pub max_streams_per_connection: u32,
 }
 
+/// Where config comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    /// The Kubernetes API.
+    Kube,
+    /// A directory of manifests.
+    Dir(PathBuf),
+}
+
+impl std::str::FromStr for SourceSpec {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "kube" => SourceSpec::Kube,
+            dir => SourceSpec::Dir(PathBuf::from(dir)),
+        })
+    }
+}
+
+impl std::fmt::Display for SourceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceSpec::Kube => f.write_str("kube"),
+            SourceSpec::Dir(dir) => write!(f, "{}", dir.display()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +130,17 @@ mod tests {
         assert_eq!(args.xds_addr.port(), 15010);
         assert_eq!(args.admin_addr.port(), 15014);
         assert_eq!(args.debounce_after, Duration::from_millis(100));
+        assert_eq!(args.source, SourceSpec::Dir("d".into()));
+        let kube = Cli::try_parse_from([
+            "revplane",
+            "serve",
+            "--revision",
+            "canary",
+            "--source",
+            "kube",
+        ])
+        .unwrap();
+        let Command::Serve(args) = kube.command;
+        assert_eq!(args.source, SourceSpec::Kube);
     }
 }

@@ -15,6 +15,7 @@ use prometheus_client::metrics::counter::Counter;
 use prost::Message;
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
+use crate::mesh::MeshConfig;
 use crate::translate::Translation;
 
 /// One encoded resource before it is versioned: (name, message bytes).
@@ -107,6 +108,8 @@ pub struct Snapshot {
     pub serial: u64,
     /// When the snapshot was built (push-time metrics start here).
     pub built: Instant,
+    /// The mesh config the resources were built with.
+    pub mesh: MeshConfig,
     types: [Resources; 4],
 }
 
@@ -121,6 +124,7 @@ impl Snapshot {
         Snapshot {
             serial,
             built: Instant::now(),
+            mesh: MeshConfig::default(),
             types: Default::default(),
         }
     }
@@ -149,14 +153,17 @@ pub fn build(
         .iter()
         .map(|l| encode(&l.cluster_name, &|| l.encode_to_vec()))
         .collect();
-    Snapshot::from_encoded(
-        serial,
-        previous,
-        vec![
-            (ResourceType::Cluster, clusters),
-            (ResourceType::Endpoint, load_assignments),
-        ],
-    )
+    Snapshot {
+        mesh: translation.mesh.clone(),
+        ..Snapshot::from_encoded(
+            serial,
+            previous,
+            vec![
+                (ResourceType::Cluster, clusters),
+                (ResourceType::Endpoint, load_assignments),
+            ],
+        )
+    }
 }
 
 impl Snapshot {
@@ -194,6 +201,7 @@ impl Snapshot {
         Snapshot {
             serial,
             built: Instant::now(),
+            mesh: MeshConfig::default(),
             types,
         }
     }
@@ -217,7 +225,7 @@ mod tests {
     use super::*;
     use crate::catalog::build::{service, slice};
     use crate::catalog::{Catalog, Object};
-    use crate::translate::{translate, MeshConfig};
+    use crate::translate::translate;
 
     fn catalog(endpoint: &str) -> Catalog {
         let mut c = Catalog::default();
@@ -235,10 +243,9 @@ mod tests {
 
     #[test]
     fn versions_are_content_hashes_and_unchanged_resources_are_shared() {
-        let mesh = MeshConfig::default();
         let counter = Counter::default();
-        let a = build(1, &translate(&catalog("10.0.0.1"), &mesh), None, &counter);
-        let again = build(7, &translate(&catalog("10.0.0.1"), &mesh), None, &counter);
+        let a = build(1, &translate(&catalog("10.0.0.1")), None, &counter);
+        let again = build(7, &translate(&catalog("10.0.0.1")), None, &counter);
         for t in ResourceType::ALL {
             assert_eq!(
                 a.resources(t).version,
@@ -246,12 +253,7 @@ mod tests {
                 "same content, same version"
             );
         }
-        let b = build(
-            2,
-            &translate(&catalog("10.0.0.2"), &mesh),
-            Some(&a),
-            &counter,
-        );
+        let b = build(2, &translate(&catalog("10.0.0.2")), Some(&a), &counter);
         assert_eq!(
             a.resources(ResourceType::Cluster),
             b.resources(ResourceType::Cluster)

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{build, ResourceType, Snapshot};
 use crate::catalog::{Catalog, CatalogEvent};
-use crate::translate::{translate, MeshConfig};
+use crate::translate::translate;
 
 /// The receiving side streams use: `None` until the first snapshot.
 pub type SnapshotReceiver = watch::Receiver<Option<Arc<Snapshot>>>;
@@ -89,7 +89,6 @@ impl PublisherMetrics {
 /// Owns the catalog and publishes snapshots.
 pub struct Publisher {
     catalog: Catalog,
-    mesh: MeshConfig,
     debounce: Debounce,
     sources_pending: usize,
     tx: watch::Sender<Option<Arc<Snapshot>>>,
@@ -100,7 +99,6 @@ pub struct Publisher {
 impl Publisher {
     /// A publisher waiting for `sources` initial syncs; returns it with the snapshot receiver.
     pub fn new(
-        mesh: MeshConfig,
         debounce: Debounce,
         sources: usize,
         metrics: PublisherMetrics,
@@ -108,7 +106,6 @@ impl Publisher {
         let (tx, rx) = watch::channel(None);
         let publisher = Publisher {
             catalog: Catalog::default(),
-            mesh,
             debounce,
             sources_pending: sources,
             tx,
@@ -160,7 +157,7 @@ impl Publisher {
 
     fn publish(&mut self) {
         let started = std::time::Instant::now();
-        let translation = translate(&self.catalog, &self.mesh);
+        let translation = translate(&self.catalog);
         self.serial += 1;
         let previous = self.tx.borrow().clone();
         let snapshot = build(
@@ -222,8 +219,7 @@ mod tests {
             max: Duration::from_secs(10),
         };
         let metrics = PublisherMetrics::default();
-        let (publisher, mut rx) =
-            Publisher::new(MeshConfig::default(), debounce, 1, metrics.clone());
+        let (publisher, mut rx) = Publisher::new(debounce, 1, metrics.clone());
         let (tx, events) = mpsc::channel(16);
         tokio::spawn(publisher.run(events, CancellationToken::new()));
 
@@ -266,12 +262,7 @@ mod tests {
             quiet: Duration::from_millis(100),
             max: Duration::from_secs(1),
         };
-        let (publisher, mut rx) = Publisher::new(
-            MeshConfig::default(),
-            debounce,
-            1,
-            PublisherMetrics::default(),
-        );
+        let (publisher, mut rx) = Publisher::new(debounce, 1, PublisherMetrics::default());
         let (tx, events) = mpsc::channel(16);
         tokio::spawn(publisher.run(events, CancellationToken::new()));
         tx.send(CatalogEvent::Synced).await.unwrap();

@@ -12,6 +12,16 @@ use k8s_openapi::api::discovery::v1 as discovery;
 use crate::catalog::{
     Endpoint, EndpointSlice, Namespace, ObjectKey, Service, ServiceKind, ServicePort, SlicePort,
 };
+use crate::mesh::{LabelSelector, LbPolicy, MeshConfig, Requirement};
+use crate::revision::Revision;
+
+/// Key of the mesh config YAML in the ConfigMap.
+pub const MESH_KEY: &str = "mesh";
+
+/// Name of the ConfigMap holding a revision's mesh config.
+pub fn mesh_config_map_name(revision: &Revision) -> String {
+    format!("revplane-{revision}")
+}
 
 /// Label linking an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -44,6 +54,9 @@ pub enum ObjectError {
     /// ExternalName without a host.
     #[error("Service of type ExternalName has no spec.externalName")]
     NoExternalName,
+    /// The mesh config ConfigMap is invalid.
+    #[error("invalid mesh config (data key `mesh`): {0}")]
+    BadMeshConfig(String),
     /// Two service ports with the same name.
     #[error("Service has two ports named {0:?}; port names must be unique")]
     DuplicatePortName(String),
@@ -147,6 +160,119 @@ pub fn endpoint_slice(
     })
 }
 
+/// The mesh config as written in the ConfigMap (Istio-style camelCase YAML).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawMesh {
+    domain: Option<String>,
+    connect_timeout: Option<String>,
+    lb_policy: Option<String>,
+    discovery_selectors: Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>>,
+}
+
+/// Reads a revision's mesh config from its ConfigMap (no `mesh` key: all defaults).
+pub fn mesh_config(config_map: &core::ConfigMap) -> Result<MeshConfig, ObjectError> {
+    let text = config_map
+        .data
+        .as_ref()
+        .and_then(|d| d.get(MESH_KEY))
+        .map(String::as_str)
+        .unwrap_or("");
+    parse_mesh(text).map_err(ObjectError::BadMeshConfig)
+}
+
+/// Parses and validates mesh config YAML; every field is optional.
+pub fn parse_mesh(text: &str) -> Result<MeshConfig, String> {
+    let raw: RawMesh = if text.trim().is_empty() {
+        RawMesh::default()
+    } else {
+        serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?
+    };
+    let mut mesh = MeshConfig::default();
+    if let Some(domain) = raw.domain {
+        let valid = !domain.is_empty()
+            && domain.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            });
+        if !valid {
+            return Err(format!(
+                "domain {domain:?} is not a DNS name such as cluster.local"
+            ));
+        }
+        mesh.domain = domain;
+    }
+    if let Some(timeout) = raw.connect_timeout {
+        let d = humantime::parse_duration(&timeout).map_err(|e| {
+            format!("connectTimeout {timeout:?} is not a duration like 1s or 250ms: {e}")
+        })?;
+        if d.is_zero() {
+            return Err("connectTimeout must be greater than 0".to_string());
+        }
+        mesh.connect_timeout = d;
+    }
+    if let Some(lb) = raw.lb_policy {
+        mesh.lb_policy = match lb.as_str() {
+            "ROUND_ROBIN" => LbPolicy::RoundRobin,
+            "LEAST_REQUEST" => LbPolicy::LeastRequest,
+            "RANDOM" => LbPolicy::Random,
+            other => {
+                return Err(format!(
+                    "lbPolicy {other:?} is not one of ROUND_ROBIN, LEAST_REQUEST, RANDOM"
+                ))
+            }
+        };
+    }
+    for (i, s) in raw
+        .discovery_selectors
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        mesh.discovery_selectors
+            .push(label_selector(s).map_err(|e| format!("discoverySelectors[{i}]: {e}"))?);
+    }
+    Ok(mesh)
+}
+
+fn label_selector(
+    s: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+) -> Result<LabelSelector, String> {
+    let mut out = LabelSelector {
+        match_labels: s.match_labels.unwrap_or_default(),
+        match_expressions: Vec::new(),
+    };
+    for e in s.match_expressions.unwrap_or_default() {
+        let values = e.values.unwrap_or_default();
+        let needs_values = match e.operator.as_str() {
+            "In" | "NotIn" => true,
+            "Exists" | "DoesNotExist" => false,
+            other => {
+                return Err(format!(
+                    "operator {other:?} is not one of In, NotIn, Exists, DoesNotExist"
+                ))
+            }
+        };
+        if needs_values == values.is_empty() {
+            return Err(format!(
+                "operator {} on key {:?} {} values",
+                e.operator,
+                e.key,
+                if needs_values { "needs" } else { "takes no" }
+            ));
+        }
+        out.match_expressions.push(match e.operator.as_str() {
+            "In" => Requirement::In(e.key, values),
+            "NotIn" => Requirement::NotIn(e.key, values),
+            "Exists" => Requirement::Exists(e.key),
+            _ => Requirement::DoesNotExist(e.key),
+        });
+    }
+    Ok(out)
+}
+
 fn is_tcp(protocol: Option<&str>) -> bool {
     matches!(protocol, None | Some("TCP"))
 }
@@ -224,6 +350,37 @@ mod tests {
             endpoint_slice(&bad_ip, "d"),
             Err(ObjectError::BadAddress { .. })
         ));
+    }
+
+    #[test]
+    fn mesh_config_reads_istio_style_yaml_and_refuses_half_valid_input() {
+        let m = parse_mesh(
+            "domain: example.org\nconnectTimeout: 250ms\nlbPolicy: LEAST_REQUEST\ndiscoverySelectors:\n- matchLabels: {istio.io/rev: canary}\n- matchExpressions: [{key: env, operator: In, values: [prod]}]\n",
+        )
+        .unwrap();
+        assert_eq!(m.domain, "example.org");
+        assert_eq!(m.connect_timeout, std::time::Duration::from_millis(250));
+        assert_eq!(m.lb_policy, LbPolicy::LeastRequest);
+        assert_eq!(m.discovery_selectors.len(), 2);
+        assert_eq!(parse_mesh("").unwrap(), MeshConfig::default());
+        for (bad, why) in [
+            ("lbPolicy: MAGLEV", "not one of"),
+            ("connectTimeout: 0s", "greater than 0"),
+            ("connectTimeout: soon", "not a duration"),
+            ("domain: Cluster_Local", "not a DNS name"),
+            ("lbPolicy: RANDOM\ntimeout: 1s", "unknown field"),
+            (
+                "discoverySelectors: [{matchExpressions: [{key: a, operator: In}]}]",
+                "needs values",
+            ),
+            (
+                "discoverySelectors: [{matchExpressions: [{key: a, operator: Near, values: [x]}]}]",
+                "not one of",
+            ),
+        ] {
+            let err = parse_mesh(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 
     #[test]

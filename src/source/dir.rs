@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{convert, SourceError, SourceStatus};
 use crate::catalog::{CatalogEvent, Object, ObjectRef};
+use crate::revision::Revision;
 
 /// Namespace given to namespaced objects whose manifest names none (as `kubectl` does).
 const DEFAULT_NAMESPACE: &str = "default";
@@ -66,6 +67,7 @@ struct FileState {
 /// Reads a manifest directory and remembers the last good content of every file.
 pub struct DirSource {
     root: PathBuf,
+    mesh_config_map: String,
     files: BTreeMap<PathBuf, FileState>,
 }
 
@@ -79,10 +81,11 @@ pub struct Scan {
 }
 
 impl DirSource {
-    /// A source for `root`; nothing is read until [`DirSource::scan`].
-    pub fn new(root: impl Into<PathBuf>) -> Self {
+    /// A source for `root` serving `revision`; nothing is read until [`DirSource::scan`].
+    pub fn new(root: impl Into<PathBuf>, revision: &Revision) -> Self {
         DirSource {
             root: root.into(),
+            mesh_config_map: convert::mesh_config_map_name(revision),
             files: BTreeMap::new(),
         }
     }
@@ -105,7 +108,7 @@ impl DirSource {
         self.files.retain(|p, _| paths.contains(p));
         for path in paths {
             let state = self.files.entry(path.clone()).or_default();
-            match read_file(&path) {
+            match read_file(&path, &self.mesh_config_map) {
                 Ok(objects) => {
                     state.good = objects;
                     state.errors.clear();
@@ -143,6 +146,7 @@ impl DirSource {
 /// Runs the source until `shutdown`: an initial scan, then a scan after every change.
 pub async fn run(
     root: PathBuf,
+    revision: Revision,
     events: mpsc::Sender<CatalogEvent>,
     status: SourceStatus,
     metrics: DirMetrics,
@@ -164,7 +168,7 @@ pub async fn run(
             None
         }
     };
-    let mut source = DirSource::new(root);
+    let mut source = DirSource::new(root, &revision);
     let mut last_sent: Option<Vec<Object>> = None;
     let mut last_errors: Vec<SourceError> = Vec::new();
     loop {
@@ -175,7 +179,7 @@ pub async fn run(
             tracing::warn!(error = %e, "manifest rejected; its last good content stays served");
         }
         metrics.invalid.set(scan.errors.len() as i64);
-        status.set_errors(scan.errors.clone());
+        status.set_errors("dir", scan.errors.clone());
         last_errors = scan.errors;
         if last_sent.as_ref() != Some(&scan.objects) {
             let first = last_sent.is_none();
@@ -222,7 +226,7 @@ fn manifest_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Reads one file: all its objects, or every problem found in it.
-fn read_file(path: &Path) -> Result<Vec<Object>, Vec<SourceError>> {
+fn read_file(path: &Path, mesh_config_map: &str) -> Result<Vec<Object>, Vec<SourceError>> {
     let at = |document: Option<usize>, reason: String| SourceError {
         path: path.display().to_string(),
         document,
@@ -240,7 +244,7 @@ fn read_file(path: &Path) -> Result<Vec<Object>, Vec<SourceError>> {
                 break; // the parser cannot resynchronise after a syntax error
             }
         };
-        match read_object(value) {
+        match read_object(value, mesh_config_map) {
             Ok(Some(object)) => objects.push(object),
             Ok(None) => {}
             Err(reason) => errors.push(at(Some(index), reason)),
@@ -254,7 +258,11 @@ fn read_file(path: &Path) -> Result<Vec<Object>, Vec<SourceError>> {
 }
 
 /// One YAML document to an object; `None` for empty documents and kinds we do not use.
-fn read_object(value: serde_yaml_ng::Value) -> Result<Option<Object>, String> {
+/// The ConfigMap named `mesh_config_map` (any namespace) is the revision's mesh config.
+fn read_object(
+    value: serde_yaml_ng::Value,
+    mesh_config_map: &str,
+) -> Result<Option<Object>, String> {
     if value.is_null() {
         return Ok(None);
     }
@@ -274,6 +282,17 @@ fn read_object(value: serde_yaml_ng::Value) -> Result<Option<Object>, String> {
             convert::endpoint_slice(&decode(value, &kind)?, DEFAULT_NAMESPACE)
                 .map_err(|e| invalid(&kind, e))?,
         ),
+        ("v1", "ConfigMap")
+            if value
+                .get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(|n| n.as_str())
+                == Some(mesh_config_map) =>
+        {
+            Object::Mesh(
+                convert::mesh_config(&decode(value, &kind)?).map_err(|e| invalid(&kind, e))?,
+            )
+        }
         _ => {
             tracing::debug!(%api_version, %kind, "ignoring a kind revplane does not use");
             return Ok(None);
@@ -297,6 +316,49 @@ fn invalid(kind: &str, e: convert::ObjectError) -> String {
 mod tests {
     use super::*;
 
+    fn rev() -> Revision {
+        "canary".parse().unwrap()
+    }
+
+    #[test]
+    fn the_revisions_own_config_map_is_its_mesh_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let cm = |name: &str, mesh: &str| {
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: revplane}}\ndata:\n  mesh: |\n    {mesh}\n")
+        };
+        std::fs::write(
+            dir.path().join("canary.yaml"),
+            cm("revplane-canary", "lbPolicy: RANDOM"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("stable.yaml"),
+            cm("revplane-stable", "lbPolicy: LEAST_REQUEST"),
+        )
+        .unwrap();
+        let mut source = DirSource::new(dir.path(), &rev());
+        let scan = source.scan();
+        assert_eq!(scan.objects.len(), 1, "only the canary's own mesh config");
+        assert!(
+            matches!(&scan.objects[0], Object::Mesh(m) if m.lb_policy == crate::mesh::LbPolicy::Random)
+        );
+        std::fs::write(
+            dir.path().join("canary.yaml"),
+            cm("revplane-canary", "lbPolicy: NONE"),
+        )
+        .unwrap();
+        let scan = source.scan();
+        assert!(
+            matches!(&scan.objects[0], Object::Mesh(m) if m.lb_policy == crate::mesh::LbPolicy::Random),
+            "last good kept"
+        );
+        assert!(
+            scan.errors[0].reason.contains("invalid mesh config"),
+            "{}",
+            scan.errors[0].reason
+        );
+    }
+
     const GOOD: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec: {ports: [{name: http, port: 80}]}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: other}\n";
 
     #[test]
@@ -305,7 +367,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         std::fs::write(dir.path().join("sub/a.yml"), GOOD).unwrap();
         std::fs::write(dir.path().join("notes.txt"), "not yaml: [").unwrap();
-        let scan = DirSource::new(dir.path()).scan();
+        let scan = DirSource::new(dir.path(), &rev()).scan();
         assert!(scan.errors.is_empty(), "{:?}", scan.errors);
         assert_eq!(scan.objects.len(), 1);
     }
@@ -315,7 +377,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("shop.yaml");
         std::fs::write(&file, GOOD).unwrap();
-        let mut source = DirSource::new(dir.path());
+        let mut source = DirSource::new(dir.path(), &rev());
         let good = source.scan();
         assert_eq!(good.objects.len(), 1);
 
@@ -346,7 +408,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.yaml"), GOOD).unwrap();
         std::fs::write(dir.path().join("b.yaml"), GOOD).unwrap();
-        let scan = DirSource::new(dir.path()).scan();
+        let scan = DirSource::new(dir.path(), &rev()).scan();
         assert_eq!(scan.errors.len(), 1);
         assert!(scan.errors[0].path.ends_with("b.yaml"));
         assert!(
@@ -363,7 +425,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("bad.yaml"), "kind: Service\n").unwrap();
         std::fs::write(dir.path().join("good.yaml"), GOOD).unwrap();
-        let mut source = DirSource::new(dir.path());
+        let mut source = DirSource::new(dir.path(), &rev());
         let scan = source.scan();
         assert_eq!(scan.objects.len(), 1);
         assert!(scan.errors[0].reason.contains("apiVersion and kind"));

@@ -6,7 +6,9 @@
 
 pub mod convert;
 pub mod dir;
+pub mod kube;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
@@ -31,23 +33,27 @@ impl std::fmt::Display for SourceError {
     }
 }
 
-/// The current problems of a source, readable by the admin server.
+/// The current problems of every source, readable by the admin server. Each reporter (a
+/// directory, one Kubernetes watch) owns a slot and replaces its own list.
 #[derive(Clone, Debug, Default)]
 pub struct SourceStatus {
-    errors: Arc<RwLock<Vec<SourceError>>>,
+    errors: Arc<RwLock<BTreeMap<String, Vec<SourceError>>>>,
 }
 
 impl SourceStatus {
-    /// Replaces the current problem list.
-    pub fn set_errors(&self, errors: Vec<SourceError>) {
-        *self.errors.write().unwrap_or_else(|e| e.into_inner()) = errors;
+    /// Replaces the problem list of `reporter`.
+    pub fn set_errors(&self, reporter: &str, errors: Vec<SourceError>) {
+        let mut all = self.errors.write().unwrap_or_else(|e| e.into_inner());
+        if errors.is_empty() {
+            all.remove(reporter);
+        } else {
+            all.insert(reporter.to_string(), errors);
+        }
     }
 
-    /// The current problems.
+    /// The current problems of every reporter.
     pub fn errors(&self) -> Vec<SourceError> {
-        self.errors
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        let all = self.errors.read().unwrap_or_else(|e| e.into_inner());
+        all.values().flatten().cloned().collect()
     }
 }

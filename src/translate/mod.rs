@@ -14,44 +14,12 @@
 pub mod cluster;
 pub mod endpoint;
 
-use std::time::Duration;
-
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 
 use crate::catalog::{Catalog, ServiceKind};
 
-/// Per-revision settings that shape translation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MeshConfig {
-    /// Cluster DNS domain (`cluster.local`).
-    pub domain: String,
-    /// Upstream connect timeout of every cluster.
-    pub connect_timeout: Duration,
-    /// Load-balancing policy of every cluster.
-    pub lb_policy: LbPolicy,
-}
-
-impl Default for MeshConfig {
-    fn default() -> Self {
-        MeshConfig {
-            domain: "cluster.local".to_string(),
-            connect_timeout: Duration::from_secs(1),
-            lb_policy: LbPolicy::RoundRobin,
-        }
-    }
-}
-
-/// Load-balancing policies a mesh config may choose.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LbPolicy {
-    /// Round robin.
-    RoundRobin,
-    /// Least request.
-    LeastRequest,
-    /// Random.
-    Random,
-}
+pub use crate::mesh::{LbPolicy, MeshConfig};
 
 /// Everything translated from one catalog state.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -60,12 +28,22 @@ pub struct Translation {
     pub clusters: Vec<Cluster>,
     /// ClusterLoadAssignments of the EDS clusters, ordered by cluster name.
     pub load_assignments: Vec<ClusterLoadAssignment>,
+    /// The mesh config that shaped this translation.
+    pub mesh: MeshConfig,
 }
 
-/// Translates the whole catalog.
-pub fn translate(catalog: &Catalog, mesh: &MeshConfig) -> Translation {
-    let mut out = Translation::default();
-    for service in catalog.services() {
+/// Translates the whole catalog, shaped by its mesh config: only services of namespaces the
+/// discovery selectors admit.
+pub fn translate(catalog: &Catalog) -> Translation {
+    let mesh = catalog.mesh();
+    let mut out = Translation {
+        mesh: mesh.clone(),
+        ..Default::default()
+    };
+    let admitted = catalog
+        .services()
+        .filter(|s| mesh.admits(catalog.namespace(&s.key.namespace).map(|ns| &ns.labels)));
+    for service in admitted {
         for port in &service.ports {
             let name = cluster::cluster_name(service, port.port, &mesh.domain);
             match &service.kind {
@@ -105,7 +83,7 @@ mod tests {
             "web",
             &[("http", 80), ("admin", 9090)],
         )));
-        let t = translate(&catalog, &MeshConfig::default());
+        let t = translate(&catalog);
         let names: Vec<_> = t.clusters.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
             names,
@@ -116,6 +94,48 @@ mod tests {
         );
         assert_eq!(t.load_assignments.len(), 2);
         assert!(t.load_assignments.iter().all(|l| l.endpoints.is_empty()));
+    }
+
+    #[test]
+    fn discovery_selectors_pick_namespaces_by_label() {
+        use crate::catalog::Namespace;
+        use crate::mesh::LabelSelector;
+        let mut catalog = Catalog::default();
+        catalog.apply(Object::Service(service("shop", "web", &[("http", 80)])));
+        catalog.apply(Object::Service(service("batch", "job", &[("http", 80)])));
+        let ns = |name: &str, labels: &[(&str, &str)]| {
+            Object::Namespace(Namespace {
+                name: name.into(),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            })
+        };
+        catalog.apply(ns("shop", &[("mesh", "on")]));
+        catalog.apply(ns("batch", &[]));
+        assert_eq!(
+            translate(&catalog).clusters.len(),
+            2,
+            "no selectors: everything"
+        );
+        catalog.apply(Object::Mesh(MeshConfig {
+            discovery_selectors: vec![LabelSelector {
+                match_labels: [("mesh".to_string(), "on".to_string())].into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }));
+        let t = translate(&catalog);
+        assert_eq!(t.clusters.len(), 1);
+        assert!(t.clusters[0].name.contains("web.shop"));
+        assert_eq!(t.load_assignments.len(), 1);
+        catalog.apply(ns("batch", &[("mesh", "on")]));
+        assert_eq!(
+            translate(&catalog).clusters.len(),
+            2,
+            "relabeling brings services in"
+        );
     }
 
     #[test]
@@ -131,7 +151,7 @@ mod tests {
             &[("https", 443)],
             &[("10.0.0.1", true, false)],
         )));
-        let t = translate(&catalog, &MeshConfig::default());
+        let t = translate(&catalog);
         assert_eq!(t.clusters.len(), 1);
         assert!(t.load_assignments.is_empty());
         let la = t.clusters[0].load_assignment.as_ref().unwrap();

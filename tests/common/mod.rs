@@ -40,7 +40,8 @@ pub fn mesh_copy() -> tempfile::TempDir {
 pub fn serve_args(revision: &str, source: &Path) -> ServeArgs {
     ServeArgs {
         revision: revision.parse().unwrap(),
-        source: source.to_path_buf(),
+        source: revplane::cli::SourceSpec::Dir(source.to_path_buf()),
+        namespace: "revplane-system".to_string(),
         xds_addr: "127.0.0.1:0".parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         debounce_after: Duration::from_millis(20),
