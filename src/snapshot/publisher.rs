@@ -158,10 +158,9 @@ impl Publisher {
     fn publish(&mut self) {
         let started = std::time::Instant::now();
         let translation = translate(&self.catalog);
-        self.serial += 1;
         let previous = self.tx.borrow().clone();
         let snapshot = build(
-            self.serial,
+            self.serial + 1,
             &translation,
             previous.as_deref(),
             &self.metrics.encodes,
@@ -178,6 +177,7 @@ impl Publisher {
             tracing::debug!("catalog changed but the config did not; nothing published");
             return;
         }
+        self.serial += 1;
         self.metrics.builds.inc();
         self.metrics.clusters.set(translation.clusters.len() as i64);
         self.metrics

@@ -6,17 +6,17 @@
 //! `410 Gone`) is buffered and handed to the catalog as one [`CatalogEvent::Replace`], so an
 //! outage or a re-list can never publish an empty or partial catalog. An object that does not
 //! convert is reported and its last good version kept. Watch errors (unreachable apiserver,
-//! forbidden) are logged and counted; kube-runtime's backoff (0.8 s doubling to 30 s) keeps
-//! retries out of a hot loop.
+//! forbidden) are logged and counted, and retried with backoff (0.5 s doubling to 8 s), never
+//! in a hot loop.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::{self, watcher, Event};
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource, ResourceExt};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -153,7 +153,8 @@ impl Watch {
         K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
         F: Fn(&K) -> Result<Object, ObjectError>,
     {
-        let mut stream = watcher(api, config).default_backoff().boxed();
+        let mut stream = watcher(api, config).boxed();
+        let mut retry = RetryDelay::default();
         let mut state = WatchState::default();
         let mut relist: Option<BTreeMap<ObjectRef, Object>> = None;
         let mut seen: BTreeSet<String> = BTreeSet::new();
@@ -167,9 +168,17 @@ impl Watch {
                 Ok(event) => event,
                 Err(e) => {
                     self.watch_failed(&mut state, &e);
+                    // The watcher retries on the next poll: wait first.
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(retry.next_delay()) => {}
+                    }
                     continue;
                 }
             };
+            if matches!(event, Event::InitDone | Event::Apply(_) | Event::Delete(_)) {
+                retry = RetryDelay::default();
+            }
             if state.watch_error.take().is_some() {
                 tracing::info!("watch recovered");
                 self.publish_status(&state);
@@ -309,6 +318,38 @@ impl Watch {
     }
 }
 
+/// Delay before retrying a failed list or watch: 0.5 s doubling to 8 s, reset by the first
+/// real progress (a completed list or a change). kube-runtime's own backoff is reset by any
+/// event, including the `Init` that starts every list attempt, so a failing list would be
+/// retried at its minimum delay forever; this one grows. The cap is short so that changes
+/// made during an apiserver outage arrive within seconds of its return.
+#[derive(Debug)]
+struct RetryDelay {
+    next: Duration,
+}
+
+impl Default for RetryDelay {
+    fn default() -> Self {
+        RetryDelay {
+            next: Duration::from_millis(500),
+        }
+    }
+}
+
+impl RetryDelay {
+    const MAX: Duration = Duration::from_secs(8);
+
+    fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        // Up to 25% jitter, so replicas that lost the same apiserver do not return in step.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        delay + delay.mul_f64(f64::from(nanos % 1000) / 4000.0)
+    }
+}
+
 /// `namespace/name` (or `name`) of an API object, as the user would type it.
 fn id_of<K: Resource>(obj: &K) -> String {
     match obj.namespace() {
@@ -345,5 +386,24 @@ fn describe_watch_error(e: &watcher::Error) -> String {
             s.message
         ),
         _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_grow_to_a_cap() {
+        let mut r = RetryDelay::default();
+        let delays: Vec<Duration> = (0..7).map(|_| r.next_delay()).collect();
+        let floors = [500, 1000, 2000, 4000, 8000, 8000, 8000];
+        for (d, floor) in delays.iter().zip(floors) {
+            let floor = Duration::from_millis(floor);
+            assert!(
+                *d >= floor && *d <= floor.mul_f64(1.25),
+                "{d:?} vs {floor:?}"
+            );
+        }
     }
 }

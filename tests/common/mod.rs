@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod envoy;
+pub mod kube;
 pub mod process;
 
 use std::path::{Path, PathBuf};

@@ -1,5 +1,6 @@
 //! The `revplane` binary as a separate process, as an operator runs it.
 
+use std::ffi::OsStr;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -24,12 +25,33 @@ fn free_port() -> SocketAddr {
 impl Revplane {
     /// Starts `revplane serve --revision <revision> --source <source>` and waits for /ready.
     pub async fn start(revision: &str, source: &Path) -> Revplane {
+        let server = Revplane::spawn(revision, &[OsStr::new("--source"), source.as_os_str()], &[]);
+        server.wait_ready().await;
+        server
+    }
+
+    /// Starts `revplane serve --source kube` with `kubeconfig`, without waiting for /ready.
+    pub fn spawn_kube(revision: &str, kubeconfig: &Path) -> Revplane {
+        Revplane::spawn(
+            revision,
+            &[
+                OsStr::new("--source"),
+                OsStr::new("kube"),
+                OsStr::new("--namespace"),
+                OsStr::new("revplane-system"),
+            ],
+            &[("KUBECONFIG", kubeconfig.as_os_str())],
+        )
+    }
+
+    /// Starts `revplane serve --revision <revision> <args>` on free ports.
+    pub fn spawn(revision: &str, args: &[&OsStr], env: &[(&str, &OsStr)]) -> Revplane {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("revplane.log");
         let (xds, admin) = (free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_revplane"))
-            .args(["serve", "--revision", revision, "--source"])
-            .arg(source)
+            .args(["serve", "--revision", revision])
+            .args(args)
             .args([
                 "--xds-addr",
                 &xds.to_string(),
@@ -37,29 +59,31 @@ impl Revplane {
                 &admin.to_string(),
             ])
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start revplane");
-        let mut server = Revplane {
+        Revplane {
             child,
             xds,
             admin,
             log,
             _dir: dir,
-        };
-        for _ in 0..250 {
-            if let Ok(r) = reqwest::get(format!("http://{admin}/ready")).await {
+        }
+    }
+
+    /// Waits until /ready answers 200 (at most 30 s).
+    pub async fn wait_ready(&self) {
+        for _ in 0..1500 {
+            if let Ok(r) = reqwest::get(format!("http://{}/ready", self.admin)).await {
                 if r.status().is_success() {
-                    return server;
+                    return;
                 }
-            }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("revplane exited at start ({status}): {}", server.log_text());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("revplane not ready within 5 s: {}", server.log_text());
+        panic!("revplane not ready within 30 s: {}", self.log_text());
     }
 
     pub fn log_text(&self) -> String {
