@@ -22,6 +22,50 @@ pub struct Cli {
 pub enum Command {
     /// Serve xDS to the proxies of one revision.
     Serve(ServeArgs),
+    /// Simulate many proxies against any ADS server and measure it.
+    Load(LoadArgs),
+}
+
+/// Flags of `revplane load`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadArgs {
+    /// ADS server to load.
+    #[arg(long, env = "REVPLANE_LOAD_XDS_ADDR")]
+    pub xds_addr: SocketAddr,
+
+    /// Number of simulated proxies (one ADS stream each).
+    #[arg(long, env = "REVPLANE_LOAD_PROXIES", default_value_t = 100)]
+    pub proxies: usize,
+
+    /// `REVISION` node metadata the proxies send.
+    #[arg(long, env = "REVPLANE_LOAD_REVISION", default_value = "default")]
+    pub revision: String,
+
+    /// Types to subscribe to: `cds` or `cds,eds`.
+    #[arg(
+        long,
+        env = "REVPLANE_LOAD_TYPES",
+        default_value = "cds,eds",
+        value_delimiter = ','
+    )]
+    pub types: Vec<String>,
+
+    /// How long to run before reporting.
+    #[arg(long, env = "REVPLANE_LOAD_DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+
+    /// Share this many HTTP/2 connections among the proxies (default: one per proxy, as real
+    /// proxies have).
+    #[arg(long, env = "REVPLANE_LOAD_CONNECTIONS")]
+    pub connections: Option<usize>,
+
+    /// Spread the proxies' starts over this long (default: all at once).
+    #[arg(long, env = "REVPLANE_LOAD_RAMP", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub ramp: Duration,
+
+    /// Print the report as JSON instead of a table.
+    #[arg(long, env = "REVPLANE_LOAD_JSON")]
+    pub json: bool,
 }
 
 /// Flags of `revplane serve`.

@@ -9,6 +9,14 @@ use tracing_subscriber::EnvFilter;
 /// same failure once, with what to do, so those lines are left out unless asked for.
 const DEFAULT_LOG: &str = "info,kube_client::client::builder=off";
 
+/// Every stream is a connection: raise the soft open-file limit to the hard limit.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -18,7 +26,34 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    raise_open_file_limit();
     match cli.command {
         Command::Serve(args) => revplane::app::run(args).await,
+        Command::Load(args) => {
+            if !args.types.iter().all(|t| t == "cds" || t == "eds")
+                || !args.types.iter().any(|t| t == "cds")
+            {
+                anyhow::bail!(
+                    "--types must be cds or cds,eds (got {})",
+                    args.types.join(",")
+                );
+            }
+            let report = revplane::load::run(revplane::load::LoadConfig {
+                xds_addr: args.xds_addr,
+                proxies: args.proxies,
+                revision: args.revision,
+                eds: args.types.iter().any(|t| t == "eds"),
+                duration: args.duration,
+                connections: args.connections,
+                ramp: args.ramp,
+            })
+            .await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.to_table());
+            }
+            Ok(())
+        }
     }
 }

@@ -1,0 +1,92 @@
+//! The load generator against the real server in-process, at small N: its numbers must add up.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use revplane::load::{run, LoadConfig};
+
+fn config(
+    server: &revplane::app::Server,
+    proxies: usize,
+    revision: &str,
+    duration: Duration,
+) -> LoadConfig {
+    LoadConfig {
+        xds_addr: server.xds_addr,
+        proxies,
+        revision: revision.to_string(),
+        eds: true,
+        duration,
+        connections: None,
+        ramp: Duration::ZERO,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_proxy_opens_gets_full_config_and_acks_every_version() {
+    let mesh = mesh_copy();
+    let server = start("canary", mesh.path()).await;
+    let load = tokio::spawn(run(config(&server, 25, "canary", Duration::from_secs(3))));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let shop = mesh.path().join("shop.yaml");
+    let text = std::fs::read_to_string(&shop).unwrap();
+    std::fs::write(&shop, text.replace("port: 18180", "port: 18181")).unwrap();
+    let report = load.await.unwrap().unwrap();
+
+    assert_eq!(report.streams_opened, 25);
+    assert!(
+        report.streams_refused.is_empty() && report.streams_failed.is_empty(),
+        "{report:?}"
+    );
+    assert_eq!(report.first_full_config.count, 25);
+    let types: Vec<&str> = report.versions.iter().map(|v| v.r#type.as_str()).collect();
+    assert_eq!(
+        types,
+        ["cds", "eds", "eds"],
+        "one CDS version, the EDS version before and after the change"
+    );
+    for v in &report.versions {
+        assert_eq!(v.acks, 25, "every proxy ACKs every version: {v:?}");
+        assert!(
+            v.convergence.max_ms >= v.convergence.p99_ms
+                && v.convergence.p99_ms >= v.convergence.p50_ms
+        );
+        assert!(v.last_ack_unix_ms >= v.first_ack_unix_ms);
+    }
+    // 25 CDS + 25 initial EDS + 25 EDS after the change.
+    assert_eq!(report.responses, 75);
+    let table = report.to_table();
+    assert!(
+        table.contains("proxies 25   opened 25   refused 0"),
+        "{table}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_streams_are_counted_by_status_code() {
+    let server = start("stable", &example_mesh()).await;
+    let report = run(config(&server, 12, "canary", Duration::from_secs(3)))
+        .await
+        .unwrap();
+    assert_eq!(report.streams_opened, 0);
+    assert_eq!(
+        report.streams_refused.get("PermissionDenied"),
+        Some(&12),
+        "{report:?}"
+    );
+    assert!(report.versions.is_empty());
+    assert_eq!(server.xds_metrics.rejected_count("revision_mismatch"), 12);
+    let shared = LoadConfig {
+        connections: Some(3),
+        ..config(&server, 9, "stable", Duration::from_secs(2))
+    };
+    let report = run(shared).await.unwrap();
+    assert_eq!(
+        report.streams_opened, 9,
+        "shared connections carry every stream"
+    );
+    server.stop().await;
+}
