@@ -170,7 +170,9 @@ mod tests {
         let cli =
             Cli::try_parse_from(["revplane", "serve", "--revision", "canary", "--source", "d"])
                 .unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
         assert_eq!(args.xds_addr.port(), 15010);
         assert_eq!(args.admin_addr.port(), 15014);
         assert_eq!(args.debounce_after, Duration::from_millis(100));
@@ -184,7 +186,9 @@ mod tests {
             "kube",
         ])
         .unwrap();
-        let Command::Serve(args) = kube.command;
+        let Command::Serve(args) = kube.command else {
+            panic!("serve")
+        };
         assert_eq!(args.source, SourceSpec::Kube);
     }
 }
