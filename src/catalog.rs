@@ -34,7 +34,7 @@ impl ObjectKey {
 }
 
 /// A namespace and its labels (discovery selectors match on them).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Namespace {
     /// Namespace name.
     pub name: String,
@@ -43,7 +43,7 @@ pub struct Namespace {
 }
 
 /// How a service is reached.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ServiceKind {
     /// A virtual IP in front of endpoints (ClusterIP, NodePort, LoadBalancer).
     ClusterIp,
@@ -54,7 +54,7 @@ pub enum ServiceKind {
 }
 
 /// One port of a service.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ServicePort {
     /// Port name ("" for the unnamed single port).
     pub name: String,
@@ -65,7 +65,7 @@ pub struct ServicePort {
 }
 
 /// A Kubernetes Service reduced to what config is built from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Service {
     /// Namespace and name.
     pub key: ObjectKey,
@@ -76,7 +76,7 @@ pub struct Service {
 }
 
 /// One port of an endpoint slice.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SlicePort {
     /// Name matching a service port name ("" when unnamed).
     pub name: String,
@@ -85,7 +85,7 @@ pub struct SlicePort {
 }
 
 /// One endpoint of a slice.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Endpoint {
     /// Addresses of the endpoint (all of one family).
     pub addresses: Vec<IpAddr>,
@@ -96,7 +96,7 @@ pub struct Endpoint {
 }
 
 /// A `discovery.k8s.io/v1` EndpointSlice of a service.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct EndpointSlice {
     /// Namespace and slice name.
     pub key: ObjectKey,
@@ -109,7 +109,7 @@ pub struct EndpointSlice {
 }
 
 /// Any object the catalog indexes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Object {
     /// A namespace.
     Namespace(Namespace),
@@ -319,7 +319,10 @@ impl Catalog {
     }
 
     /// The endpoint slices of a service, ordered by slice name.
-    pub fn slices_of<'a>(&'a self, service: &ObjectKey) -> impl Iterator<Item = &'a EndpointSlice> {
+    pub fn slices_of<'a>(
+        &'a self,
+        service: &ObjectKey,
+    ) -> impl Iterator<Item = &'a EndpointSlice> + Clone {
         self.slices_by_service
             .get(service)
             .into_iter()

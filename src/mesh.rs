@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Settings of one revision.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct MeshConfig {
     /// Cluster DNS domain (`cluster.local`).
     pub domain: String,
@@ -44,7 +44,7 @@ impl MeshConfig {
 }
 
 /// Load-balancing policies a mesh config may choose.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LbPolicy {
     /// Round robin.
     RoundRobin,
@@ -55,7 +55,7 @@ pub enum LbPolicy {
 }
 
 /// A Kubernetes label selector: every `match_labels` pair and every expression must hold.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct LabelSelector {
     /// Exact label values.
     pub match_labels: BTreeMap<String, String>,
@@ -64,7 +64,7 @@ pub struct LabelSelector {
 }
 
 /// One set-based requirement of a label selector.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Requirement {
     /// The label's value is one of these.
     In(String, Vec<String>),

@@ -1,9 +1,10 @@
 //! The snapshot: per resource type, name → (content-hash version, encoded bytes).
 //!
 //! A snapshot is immutable and shared (`Arc`) by every stream. Each resource is encoded once
-//! when the snapshot is built; streams only copy bytes. Versions are content hashes, so two
+//! when it changes ([`builder`]); streams only copy bytes. Versions are content hashes, so two
 //! replicas, or a restarted process, give identical config identical versions.
 
+pub mod builder;
 pub mod publisher;
 
 use std::collections::BTreeMap;
@@ -11,12 +12,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use prometheus_client::metrics::counter::Counter;
-use prost::Message;
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 use crate::mesh::MeshConfig;
-use crate::translate::Translation;
 
 /// One encoded resource before it is versioned: (name, message bytes).
 pub type Encoded = (String, Vec<u8>);
@@ -125,48 +123,44 @@ impl Snapshot {
             serial,
             built: Instant::now(),
             mesh: MeshConfig::default(),
-            types: Default::default(),
+            types: empty_types(),
         }
     }
 }
 
-/// Builds the next snapshot from a translation, reusing unchanged resources of `previous`.
-///
-/// `encodes` counts serializations (one per resource per build, whatever the stream count).
-pub fn build(
-    serial: u64,
-    translation: &Translation,
-    previous: Option<&Snapshot>,
-    encodes: &Counter,
-) -> Snapshot {
-    let encode = |name: &str, message: &dyn Fn() -> Vec<u8>| {
-        encodes.inc();
-        (name.to_string(), message())
-    };
-    let clusters = translation
-        .clusters
-        .iter()
-        .map(|c| encode(&c.name, &|| c.encode_to_vec()))
-        .collect();
-    let load_assignments = translation
-        .load_assignments
-        .iter()
-        .map(|l| encode(&l.cluster_name, &|| l.encode_to_vec()))
-        .collect();
-    Snapshot {
-        mesh: translation.mesh.clone(),
-        ..Snapshot::from_encoded(
-            serial,
-            previous,
-            vec![
-                (ResourceType::Cluster, clusters),
-                (ResourceType::Endpoint, load_assignments),
-            ],
-        )
+impl Resource {
+    /// A resource versioned by the hash of its bytes.
+    pub fn new(name: String, body: Vec<u8>) -> Resource {
+        Resource {
+            name,
+            version: format!("{:016x}", xxh3_64(&body)),
+            body: Bytes::from(body),
+        }
     }
 }
 
 impl Snapshot {
+    /// A snapshot of versioned resources; types not listed are empty.
+    pub fn from_resources(
+        serial: u64,
+        mesh: MeshConfig,
+        resources: Vec<(ResourceType, BTreeMap<String, Arc<Resource>>)>,
+    ) -> Snapshot {
+        let mut types = empty_types();
+        for (kind, by_name) in resources {
+            types[kind.index()] = Resources {
+                version: type_version(&by_name),
+                by_name,
+            };
+        }
+        Snapshot {
+            serial,
+            built: Instant::now(),
+            mesh,
+            types,
+        }
+    }
+
     /// A snapshot of already encoded resources; types not listed are empty. Resources whose
     /// bytes equal those in `previous` are shared with it.
     pub fn from_encoded(
@@ -174,23 +168,17 @@ impl Snapshot {
         previous: Option<&Snapshot>,
         encoded: Vec<(ResourceType, Vec<Encoded>)>,
     ) -> Snapshot {
-        let mut types: [Resources; 4] = Default::default();
+        let mut types = empty_types();
         for (kind, items) in encoded {
             let old = previous.map(|p| p.resources(kind));
             let mut by_name = BTreeMap::new();
             for (name, body) in items {
-                let version = format!("{:016x}", xxh3_64(&body));
                 let reused = old
                     .and_then(|o| o.by_name.get(&name))
-                    .filter(|r| r.version == version && r.body == body)
+                    .filter(|r| *r.body == *body)
                     .cloned();
-                let resource = reused.unwrap_or_else(|| {
-                    Arc::new(Resource {
-                        name: name.clone(),
-                        version,
-                        body: Bytes::from(body),
-                    })
-                });
+                let resource =
+                    reused.unwrap_or_else(|| Arc::new(Resource::new(name.clone(), body)));
                 by_name.insert(name, resource);
             }
             types[kind.index()] = Resources {
@@ -205,6 +193,13 @@ impl Snapshot {
             types,
         }
     }
+}
+
+fn empty_types() -> [Resources; 4] {
+    std::array::from_fn(|_| Resources {
+        version: type_version(&BTreeMap::new()),
+        by_name: BTreeMap::new(),
+    })
 }
 
 fn type_version(by_name: &BTreeMap<String, Arc<Resource>>) -> String {
@@ -223,54 +218,34 @@ fn type_version(by_name: &BTreeMap<String, Arc<Resource>>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::build::{service, slice};
-    use crate::catalog::{Catalog, Object};
-    use crate::translate::translate;
-
-    fn catalog(endpoint: &str) -> Catalog {
-        let mut c = Catalog::default();
-        c.apply(Object::Service(service("shop", "web", &[("http", 80)])));
-        c.apply(Object::Service(service("shop", "api", &[("http", 80)])));
-        c.apply(Object::EndpointSlice(slice(
-            "shop",
-            "web-1",
-            "web",
-            &[("http", 8080)],
-            &[(endpoint, true, false)],
-        )));
-        c
-    }
 
     #[test]
-    fn versions_are_content_hashes_and_unchanged_resources_are_shared() {
-        let counter = Counter::default();
-        let a = build(1, &translate(&catalog("10.0.0.1")), None, &counter);
-        let again = build(7, &translate(&catalog("10.0.0.1")), None, &counter);
-        for t in ResourceType::ALL {
-            assert_eq!(
-                a.resources(t).version,
-                again.resources(t).version,
-                "same content, same version"
-            );
-        }
-        let b = build(2, &translate(&catalog("10.0.0.2")), Some(&a), &counter);
+    fn versions_are_content_hashes() {
+        let a = Snapshot::from_encoded(
+            1,
+            None,
+            vec![(ResourceType::Cluster, vec![("a".into(), b"x".to_vec())])],
+        );
+        let b = Snapshot::from_encoded(
+            9,
+            None,
+            vec![(ResourceType::Cluster, vec![("a".into(), b"x".to_vec())])],
+        );
         assert_eq!(
             a.resources(ResourceType::Cluster),
-            b.resources(ResourceType::Cluster)
+            b.resources(ResourceType::Cluster),
+            "same content, same version"
         );
-        let (ea, eb) = (
-            a.resources(ResourceType::Endpoint),
-            b.resources(ResourceType::Endpoint),
+        let c = Snapshot::from_encoded(
+            2,
+            Some(&a),
+            vec![(ResourceType::Cluster, vec![("a".into(), b"y".to_vec())])],
         );
-        assert_ne!(ea.version, eb.version);
-        let api = "outbound|80||api.shop.svc.cluster.local";
-        assert!(
-            Arc::ptr_eq(&ea.by_name[api], &eb.by_name[api]),
-            "unchanged resource reused"
+        assert_ne!(
+            a.resources(ResourceType::Cluster).version,
+            c.resources(ResourceType::Cluster).version
         );
-        let web = "outbound|80||web.shop.svc.cluster.local";
-        assert_ne!(ea.by_name[web].version, eb.by_name[web].version);
-        assert_eq!(counter.get(), 12, "4 resources encoded once per build");
+        assert_eq!(a.resources(ResourceType::Endpoint).version, "empty");
     }
 
     #[test]

@@ -16,9 +16,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{build, ResourceType, Snapshot};
+use super::builder::SnapshotBuilder;
+use super::{ResourceType, Snapshot};
 use crate::catalog::{Catalog, CatalogEvent};
-use crate::translate::translate;
 
 /// The receiving side streams use: `None` until the first snapshot.
 pub type SnapshotReceiver = watch::Receiver<Option<Arc<Snapshot>>>;
@@ -89,6 +89,7 @@ impl PublisherMetrics {
 /// Owns the catalog and publishes snapshots.
 pub struct Publisher {
     catalog: Catalog,
+    builder: SnapshotBuilder,
     debounce: Debounce,
     sources_pending: usize,
     tx: watch::Sender<Option<Arc<Snapshot>>>,
@@ -106,6 +107,7 @@ impl Publisher {
         let (tx, rx) = watch::channel(None);
         let publisher = Publisher {
             catalog: Catalog::default(),
+            builder: SnapshotBuilder::new(metrics.encodes.clone()),
             debounce,
             sources_pending: sources,
             tx,
@@ -157,14 +159,8 @@ impl Publisher {
 
     fn publish(&mut self) {
         let started = std::time::Instant::now();
-        let translation = translate(&self.catalog);
         let previous = self.tx.borrow().clone();
-        let snapshot = build(
-            self.serial + 1,
-            &translation,
-            previous.as_deref(),
-            &self.metrics.encodes,
-        );
+        let snapshot = self.builder.build(self.serial + 1, &self.catalog);
         let unchanged = previous.as_ref().is_some_and(|p| {
             ResourceType::ALL
                 .iter()
@@ -178,15 +174,15 @@ impl Publisher {
             return;
         }
         self.serial += 1;
+        let clusters = snapshot.resources(ResourceType::Cluster).by_name.len();
+        let endpoint_sets = snapshot.resources(ResourceType::Endpoint).by_name.len();
         self.metrics.builds.inc();
-        self.metrics.clusters.set(translation.clusters.len() as i64);
-        self.metrics
-            .load_assignments
-            .set(translation.load_assignments.len() as i64);
+        self.metrics.clusters.set(clusters as i64);
+        self.metrics.load_assignments.set(endpoint_sets as i64);
         tracing::info!(
             serial = snapshot.serial,
-            clusters = translation.clusters.len(),
-            endpoint_sets = translation.load_assignments.len(),
+            clusters,
+            endpoint_sets,
             cds_version = %snapshot.resources(ResourceType::Cluster).version,
             eds_version = %snapshot.resources(ResourceType::Endpoint).version,
             "snapshot published"

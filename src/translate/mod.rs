@@ -17,7 +17,7 @@ pub mod endpoint;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 
-use crate::catalog::{Catalog, ServiceKind};
+use crate::catalog::{Catalog, EndpointSlice, Service, ServiceKind};
 
 pub use crate::mesh::{LbPolicy, MeshConfig};
 
@@ -32,36 +32,63 @@ pub struct Translation {
     pub mesh: MeshConfig,
 }
 
+/// Config translated from one service.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ServiceConfig {
+    /// One cluster per TCP port.
+    pub clusters: Vec<Cluster>,
+    /// One assignment per EDS cluster.
+    pub load_assignments: Vec<ClusterLoadAssignment>,
+}
+
+/// The services the mesh config's discovery selectors admit.
+pub fn admitted_services(catalog: &Catalog) -> impl Iterator<Item = &Service> {
+    let mesh = catalog.mesh();
+    catalog
+        .services()
+        .filter(move |s| mesh.admits(catalog.namespace(&s.key.namespace).map(|ns| &ns.labels)))
+}
+
+/// Translates one service with its slices.
+pub fn translate_service<'a>(
+    service: &Service,
+    slices: impl Iterator<Item = &'a EndpointSlice> + Clone,
+    mesh: &MeshConfig,
+) -> ServiceConfig {
+    let mut out = ServiceConfig::default();
+    for port in &service.ports {
+        let name = cluster::cluster_name(service, port.port, &mesh.domain);
+        match &service.kind {
+            ServiceKind::ExternalName(host) => {
+                out.clusters
+                    .push(cluster::dns_cluster(name, host, port, mesh));
+            }
+            ServiceKind::ClusterIp | ServiceKind::Headless => {
+                out.load_assignments.push(endpoint::load_assignment(
+                    name.clone(),
+                    port,
+                    slices.clone(),
+                ));
+                out.clusters.push(cluster::eds_cluster(name, port, mesh));
+            }
+        }
+    }
+    out
+}
+
 /// Translates the whole catalog, shaped by its mesh config: only services of namespaces the
-/// discovery selectors admit.
+/// discovery selectors admit. (The publisher translates service by service through
+/// `snapshot::SnapshotBuilder`, which skips unchanged services; this is the reference.)
 pub fn translate(catalog: &Catalog) -> Translation {
     let mesh = catalog.mesh();
     let mut out = Translation {
         mesh: mesh.clone(),
         ..Default::default()
     };
-    let admitted = catalog
-        .services()
-        .filter(|s| mesh.admits(catalog.namespace(&s.key.namespace).map(|ns| &ns.labels)));
-    for service in admitted {
-        for port in &service.ports {
-            let name = cluster::cluster_name(service, port.port, &mesh.domain);
-            match &service.kind {
-                ServiceKind::ExternalName(host) => {
-                    out.clusters
-                        .push(cluster::dns_cluster(name, host, port, mesh));
-                }
-                ServiceKind::ClusterIp | ServiceKind::Headless => {
-                    let slices = catalog.slices_of(&service.key);
-                    out.load_assignments.push(endpoint::load_assignment(
-                        name.clone(),
-                        port,
-                        slices,
-                    ));
-                    out.clusters.push(cluster::eds_cluster(name, port, mesh));
-                }
-            }
-        }
+    for service in admitted_services(catalog) {
+        let config = translate_service(service, catalog.slices_of(&service.key), mesh);
+        out.clusters.extend(config.clusters);
+        out.load_assignments.extend(config.load_assignments);
     }
     out.clusters.sort_by(|a, b| a.name.cmp(&b.name));
     out.load_assignments
