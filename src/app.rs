@@ -24,6 +24,7 @@ use crate::snapshot::publisher::{Debounce, Publisher, PublisherMetrics, Snapshot
 use crate::source::dir::{self, DirMetrics};
 use crate::source::kube::{KubeMetrics, KubeSource, WATCHES as KUBE_WATCHES};
 use crate::source::SourceStatus;
+use crate::xds::admission::AdmissionLimits;
 use crate::xds::metrics::XdsMetrics;
 use crate::xds::{self, Limits, XdsContext};
 
@@ -51,13 +52,27 @@ pub struct Server {
 
 /// Binds the addresses in `args` and starts serving.
 pub async fn start(args: ServeArgs) -> anyhow::Result<Server> {
-    let xds = TcpListener::bind(args.xds_addr)
-        .await
+    let xds = listen(args.xds_addr)
         .with_context(|| format!("cannot listen for xDS on {}", args.xds_addr))?;
     let admin = TcpListener::bind(args.admin_addr)
         .await
         .with_context(|| format!("cannot listen for admin HTTP on {}", args.admin_addr))?;
     start_on(args, xds, admin).await
+}
+
+/// Pending connections the xDS listener holds: a connect storm waits in the kernel's queue
+/// instead of being dropped and retried seconds later.
+const XDS_BACKLOG: u32 = 8192;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(XDS_BACKLOG)
 }
 
 /// Starts serving on already bound listeners (tests bind `127.0.0.1:0`).
@@ -79,6 +94,9 @@ pub async fn start_on(
         shutdown_grace = ?args.shutdown_grace,
         max_request_bytes = args.max_request_bytes,
         max_streams_per_connection = args.max_streams_per_connection,
+        new_streams_per_second = args.new_streams_per_second,
+        new_stream_burst = args.new_stream_burst,
+        push_concurrency = args.push_concurrency,
         "starting revplane"
     );
     let (kube_client, source_count) = match &args.source {
@@ -159,11 +177,17 @@ pub async fn start_on(
         }
     }
 
-    let ctx = Arc::new(XdsContext::new(
+    let ctx = Arc::new(XdsContext::with_admission(
         RevisionGate::new(args.revision.clone()),
         snapshots.clone(),
         xds_metrics.clone(),
         shutdown.clone(),
+        AdmissionLimits {
+            new_streams_per_second: args.new_streams_per_second,
+            burst: args.new_stream_burst,
+            max_wait: args.admission_max_wait,
+            push_concurrency: args.push_concurrency,
+        },
     ));
     let limits = Limits {
         max_request_bytes: args.max_request_bytes,

@@ -115,6 +115,22 @@ pub struct ServeArgs {
         default_value_t = 100
     )]
     pub max_streams_per_connection: u32,
+
+    /// New ADS streams admitted per second (a connect storm is queued at this rate).
+    #[arg(long, env = "REVPLANE_NEW_STREAMS_PER_SECOND", default_value_t = 2000)]
+    pub new_streams_per_second: u32,
+
+    /// New streams admitted at once before the rate applies.
+    #[arg(long, env = "REVPLANE_NEW_STREAM_BURST", default_value_t = 500)]
+    pub new_stream_burst: u32,
+
+    /// Longest a new stream waits for admission before it is refused (RESOURCE_EXHAUSTED).
+    #[arg(long, env = "REVPLANE_ADMISSION_MAX_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub admission_max_wait: Duration,
+
+    /// Streams building or queueing a push at the same time.
+    #[arg(long, env = "REVPLANE_PUSH_CONCURRENCY", default_value_t = 64)]
+    pub push_concurrency: usize,
 }
 
 /// Where config comes from.

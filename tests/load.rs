@@ -90,3 +90,31 @@ async fn refused_streams_are_counted_by_status_code() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connect_storm_beyond_the_admission_queue_is_refused_not_buffered() {
+    let mut args = serve_args("canary", &example_mesh());
+    args.new_streams_per_second = 20;
+    args.new_stream_burst = 5;
+    args.admission_max_wait = Duration::from_secs(1);
+    let xds = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = revplane::app::start_on(args, xds, admin).await.unwrap();
+    let report = run(config(&server, 60, "canary", Duration::from_secs(4)))
+        .await
+        .unwrap();
+    let refused = report
+        .streams_refused
+        .get("ResourceExhausted")
+        .copied()
+        .unwrap_or(0);
+    // 5 at once, then 20/s for at most 1 s of queueing: about 25 admitted.
+    assert!((20..=30).contains(&report.streams_opened), "{report:?}");
+    assert_eq!(report.streams_opened + refused, 60, "{report:?}");
+    assert_eq!(report.first_full_config.count, report.streams_opened);
+    assert_eq!(
+        server.xds_metrics.rejected_count("overloaded"),
+        refused as u64
+    );
+    server.stop().await;
+}

@@ -4,6 +4,7 @@
 //! protocol rules live in the pure [`state`] module. This module must not reach back into
 //! sources, the catalog or translation: it only reads snapshots.
 
+pub mod admission;
 pub mod metrics;
 pub mod proxies;
 pub mod state;
@@ -72,6 +73,8 @@ pub struct XdsContext {
     pub tasks: TaskTracker,
     /// `control_plane.identifier` of every response.
     pub control_plane_id: String,
+    /// New-stream rate and push concurrency limits.
+    pub admission: admission::Admission,
 }
 
 impl XdsContext {
@@ -81,6 +84,17 @@ impl XdsContext {
         snapshots: SnapshotReceiver,
         metrics: XdsMetrics,
         shutdown: CancellationToken,
+    ) -> Self {
+        Self::with_admission(gate, snapshots, metrics, shutdown, Default::default())
+    }
+
+    /// A context with explicit admission limits.
+    pub fn with_admission(
+        gate: RevisionGate,
+        snapshots: SnapshotReceiver,
+        metrics: XdsMetrics,
+        shutdown: CancellationToken,
+        limits: admission::AdmissionLimits,
     ) -> Self {
         let control_plane_id =
             format!("revplane/{} {}", gate.revision(), env!("CARGO_PKG_VERSION"));
@@ -93,6 +107,7 @@ impl XdsContext {
             shutdown,
             tasks: TaskTracker::new(),
             control_plane_id,
+            admission: admission::Admission::new(limits),
         }
     }
 }

@@ -42,6 +42,12 @@ where
         }
         None => return,
     };
+    if let Err(overloaded) = ctx.admission.admit().await {
+        ctx.metrics.rejected("overloaded");
+        tracing::warn!("{overloaded}");
+        let _ = out.send(Err(overloaded.to_status())).await;
+        return;
+    }
     let identity = match ctx.gate.admit(first.node.as_ref()) {
         Ok(identity) => identity,
         Err(rejection) => {
@@ -186,6 +192,8 @@ impl AdsStream {
         }
         self.entry.update(kind, &self.state);
         if consider {
+            let ctx = self.ctx.clone();
+            let _permit = ctx.admission.push_permit().await;
             for response in self
                 .state
                 .responses_after_request(kind, &self.snapshot, true)
@@ -198,6 +206,8 @@ impl AdsStream {
 
     async fn push(&mut self, snapshot: Arc<Snapshot>) -> Result<(), End> {
         self.snapshot = snapshot;
+        let ctx = self.ctx.clone();
+        let _permit = ctx.admission.push_permit().await;
         for response in self.state.responses_for(&self.snapshot) {
             self.send(response).await?;
         }

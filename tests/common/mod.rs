@@ -50,6 +50,10 @@ pub fn serve_args(revision: &str, source: &Path) -> ServeArgs {
         shutdown_grace: Duration::from_secs(2),
         max_request_bytes: 1024 * 1024,
         max_streams_per_connection: 100,
+        new_streams_per_second: 2000,
+        new_stream_burst: 500,
+        admission_max_wait: Duration::from_secs(30),
+        push_concurrency: 64,
     }
 }
 

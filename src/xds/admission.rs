@@ -1,0 +1,148 @@
+//! Admission control: a connect storm becomes a queue, never unbounded memory or starvation.
+//!
+//! New streams are admitted at a steady rate (a token bucket with a burst allowance); a stream
+//! that would wait longer than the queue allows is refused with `RESOURCE_EXHAUSTED` and the
+//! proxy retries with its own backoff. Pushes (building and queueing responses) run at most
+//! `push_concurrency` at a time, so a fan-out to thousands of streams cannot hold thousands
+//! of response copies at once, and established streams keep their turn.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::time::Instant;
+
+/// Admission settings.
+#[derive(Clone, Copy, Debug)]
+pub struct AdmissionLimits {
+    /// New streams admitted per second, sustained.
+    pub new_streams_per_second: u32,
+    /// New streams admitted at once before the rate applies.
+    pub burst: u32,
+    /// Longest a new stream may wait for admission before it is refused.
+    pub max_wait: Duration,
+    /// Streams building or queueing a push at the same time.
+    pub push_concurrency: usize,
+}
+
+impl Default for AdmissionLimits {
+    fn default() -> Self {
+        AdmissionLimits {
+            new_streams_per_second: 2_000,
+            burst: 500,
+            max_wait: Duration::from_secs(30),
+            push_concurrency: 64,
+        }
+    }
+}
+
+/// Why a stream was not admitted.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "too many new xDS streams: admission would wait {wait:?}, longer than {max_wait:?}; retry with backoff"
+)]
+pub struct Overloaded {
+    wait: Duration,
+    max_wait: Duration,
+}
+
+impl Overloaded {
+    /// The status the refused stream ends with.
+    pub fn to_status(&self) -> tonic::Status {
+        tonic::Status::resource_exhausted(self.to_string())
+    }
+}
+
+/// The shared admission state of a server.
+#[derive(Debug)]
+pub struct Admission {
+    limits: AdmissionLimits,
+    /// When the next token is free (the bucket is full when this is `burst` intervals ago).
+    next_slot: Mutex<Instant>,
+    pushes: Semaphore,
+}
+
+impl Admission {
+    /// Admission with `limits`.
+    pub fn new(limits: AdmissionLimits) -> Self {
+        Admission {
+            limits,
+            next_slot: Mutex::new(Instant::now()),
+            pushes: Semaphore::new(limits.push_concurrency.max(1)),
+        }
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_secs(1) / self.limits.new_streams_per_second.max(1)
+    }
+
+    /// Waits for this stream's turn, or refuses it when the queue is too long.
+    pub async fn admit(&self) -> Result<(), Overloaded> {
+        let slot = {
+            let mut next = self.next_slot.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let earliest = now
+                .checked_sub(self.interval() * self.limits.burst)
+                .unwrap_or(now);
+            let slot = (*next).max(earliest);
+            let wait = slot.saturating_duration_since(now);
+            if wait > self.limits.max_wait {
+                return Err(Overloaded {
+                    wait,
+                    max_wait: self.limits.max_wait,
+                });
+            }
+            *next = slot + self.interval();
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+        Ok(())
+    }
+
+    /// A permit to build and queue a push.
+    pub async fn push_permit(&self) -> SemaphorePermit<'_> {
+        self.pushes
+            .acquire()
+            .await
+            .expect("the push semaphore is never closed")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_storm_is_admitted_at_the_rate_after_the_burst_and_the_rest_refused() {
+        let admission = Admission::new(AdmissionLimits {
+            new_streams_per_second: 100,
+            burst: 10,
+            max_wait: Duration::from_secs(1),
+            push_concurrency: 1,
+        });
+        tokio::time::advance(Duration::from_secs(1)).await; // a full bucket
+        let start = Instant::now();
+        for _ in 0..10 {
+            admission.admit().await.unwrap();
+        }
+        assert!(
+            start.elapsed() < Duration::from_millis(1),
+            "the burst is admitted at once"
+        );
+        for _ in 0..100 {
+            admission.admit().await.unwrap();
+        }
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(990) && took <= Duration::from_millis(1010),
+            "{took:?}"
+        );
+        // 200 more at once: about 1 s worth (100) queue up, the rest are refused at once.
+        let results = futures::future::join_all((0..200).map(|_| admission.admit())).await;
+        let refused = results.iter().filter(|r| r.is_err()).count();
+        assert!((99..=101).contains(&refused), "{refused}");
+        assert!(
+            results[199].as_ref().unwrap_err().to_status().code() == tonic::Code::ResourceExhausted
+        );
+    }
+}
