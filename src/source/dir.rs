@@ -62,6 +62,8 @@ struct FileState {
     good: Vec<Object>,
     /// Problems of the latest read, if it was bad.
     errors: Vec<SourceError>,
+    /// Hash of the content last parsed: an unchanged file is not parsed again.
+    content_hash: Option<u64>,
 }
 
 /// Reads a manifest directory and remembers the last good content of every file.
@@ -90,7 +92,7 @@ impl DirSource {
         }
     }
 
-    /// Reads every manifest file again.
+    /// Reads every manifest file again and parses those whose content changed.
     pub fn scan(&mut self) -> Scan {
         let mut errors = Vec::new();
         let paths = match manifest_files(&self.root) {
@@ -108,7 +110,24 @@ impl DirSource {
         self.files.retain(|p, _| paths.contains(p));
         for path in paths {
             let state = self.files.entry(path.clone()).or_default();
-            match read_file(&path, &self.mesh_config_map) {
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(e) => {
+                    state.content_hash = None;
+                    state.errors = vec![SourceError {
+                        path: path.display().to_string(),
+                        document: None,
+                        reason: format!("cannot read: {e}"),
+                    }];
+                    continue;
+                }
+            };
+            let hash = Some(xxhash_rust::xxh3::xxh3_64(text.as_bytes()));
+            if hash == state.content_hash {
+                continue;
+            }
+            state.content_hash = hash;
+            match parse_file(&path, &text, &self.mesh_config_map) {
                 Ok(objects) => {
                     state.good = objects;
                     state.errors.clear();
@@ -225,18 +244,20 @@ fn manifest_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Reads one file: all its objects, or every problem found in it.
-fn read_file(path: &Path, mesh_config_map: &str) -> Result<Vec<Object>, Vec<SourceError>> {
+/// Parses one file: all its objects, or every problem found in it.
+fn parse_file(
+    path: &Path,
+    text: &str,
+    mesh_config_map: &str,
+) -> Result<Vec<Object>, Vec<SourceError>> {
     let at = |document: Option<usize>, reason: String| SourceError {
         path: path.display().to_string(),
         document,
         reason,
     };
-    let text =
-        std::fs::read_to_string(path).map_err(|e| vec![at(None, format!("cannot read: {e}"))])?;
     let mut objects = Vec::new();
     let mut errors = Vec::new();
-    for (index, document) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
+    for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let value = match serde_yaml_ng::Value::deserialize(document) {
             Ok(v) => v,
             Err(e) => {
