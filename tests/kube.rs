@@ -468,3 +468,25 @@ async fn with_the_apiserver_unreachable_at_start_proxies_get_nothing_until_sync(
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalid_mesh_config_at_start_keeps_the_revision_unready_instead_of_defaulting() {
+    let cluster = KubeCluster::shared().await;
+    let _timing = LOAD.read().await;
+    let admin = cluster.admin().await;
+    apply_mesh_config(&admin, "badmesh", &only("badmesh", "lbPolicy: FASTEST\n")).await;
+    let server = Revplane::spawn_kube("badmesh", &cluster.main.kubeconfig(REVPLANE_TOKEN));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        admin_get(server.admin, "/ready").await.0,
+        503,
+        "no last good config: not ready"
+    );
+    assert!(server
+        .log_text()
+        .contains("mesh config is invalid at start"));
+    apply_mesh_config(&admin, "badmesh", &only("badmesh", "lbPolicy: RANDOM\n")).await;
+    server.wait_ready().await;
+    let config = admin_get(server.admin, "/debug/config").await.1;
+    assert!(config.contains("\"lb_policy\":\"Random\""), "{config}");
+}

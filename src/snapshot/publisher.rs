@@ -140,7 +140,13 @@ impl Publisher {
                     self.publish();
                 }
                 event = events.recv() => {
-                    let Some(event) = event else { return };
+                    let Some(event) = event else {
+                        // The sources are gone; keep serving the last snapshot until shutdown
+                        // rather than closing every stream.
+                        tracing::error!("all sources stopped; serving the last snapshot");
+                        shutdown.cancelled().await;
+                        return;
+                    };
                     if event == CatalogEvent::Synced {
                         self.sources_pending = self.sources_pending.saturating_sub(1);
                         if self.sources_pending == 0 {

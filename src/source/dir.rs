@@ -24,8 +24,12 @@ use crate::revision::Revision;
 /// Namespace given to namespaced objects whose manifest names none (as `kubectl` does).
 const DEFAULT_NAMESPACE: &str = "default";
 
-/// How long to wait after a file event for the rest of an editor's writes.
+/// How long to wait after a file event for the rest of an editor's writes; a changed file is
+/// taken once it read the same on two scans this far apart.
 const SETTLE: Duration = Duration::from_millis(50);
+
+/// How long a file that lost all its objects must hold still before that counts.
+const EMPTIED_HOLD: Duration = Duration::from_secs(1);
 
 /// Metrics of the directory source.
 #[derive(Clone, Debug, Default)]
@@ -62,8 +66,10 @@ struct FileState {
     good: Vec<Object>,
     /// Problems of the latest read, if it was bad.
     errors: Vec<SourceError>,
-    /// Hash of the content last parsed: an unchanged file is not parsed again.
+    /// Hash of the content last taken: an unchanged file is not parsed again.
     content_hash: Option<u64>,
+    /// A new content seen once, and since when: taken when seen again unchanged.
+    pending: Option<(u64, std::time::Instant)>,
 }
 
 /// Reads a manifest directory and remembers the last good content of every file.
@@ -71,6 +77,7 @@ pub struct DirSource {
     root: PathBuf,
     mesh_config_map: String,
     files: BTreeMap<PathBuf, FileState>,
+    scanned: bool,
 }
 
 /// What one scan found.
@@ -80,6 +87,10 @@ pub struct Scan {
     pub objects: Vec<Object>,
     /// Current problems.
     pub errors: Vec<SourceError>,
+    /// False when the directory itself could not be read (nothing was learnt).
+    pub complete: bool,
+    /// Some file changed but has not held still yet: scan again shortly.
+    pub unsettled: bool,
 }
 
 impl DirSource {
@@ -89,13 +100,18 @@ impl DirSource {
             root: root.into(),
             mesh_config_map: convert::mesh_config_map_name(revision),
             files: BTreeMap::new(),
+            scanned: false,
         }
     }
 
-    /// Reads every manifest file again and parses those whose content changed.
+    /// Reads every manifest file again and parses those whose content changed and has held
+    /// still since the previous scan (a file caught mid-write is not taken; see
+    /// [`Scan::unsettled`]). The first scan takes every file as it is.
     pub fn scan(&mut self) -> Scan {
+        let first = !self.scanned;
+        self.scanned = true;
         let mut errors = Vec::new();
-        let paths = match manifest_files(&self.root) {
+        let paths = match manifest_files(&self.root, &mut errors) {
             Ok(paths) => paths,
             Err(e) => {
                 // The directory itself is unreadable: keep everything we had.
@@ -104,10 +120,13 @@ impl DirSource {
                     document: None,
                     reason: format!("cannot read the manifest directory: {e}"),
                 });
-                return self.collect(errors);
+                let mut scan = self.collect(errors);
+                scan.complete = false;
+                return scan;
             }
         };
         self.files.retain(|p, _| paths.contains(p));
+        let mut unsettled = false;
         for path in paths {
             let state = self.files.entry(path.clone()).or_default();
             let text = match std::fs::read_to_string(&path) {
@@ -122,12 +141,32 @@ impl DirSource {
                     continue;
                 }
             };
-            let hash = Some(xxhash_rust::xxh3::xxh3_64(text.as_bytes()));
-            if hash == state.content_hash {
+            let hash = xxhash_rust::xxh3::xxh3_64(text.as_bytes());
+            if Some(hash) == state.content_hash {
+                state.pending = None;
                 continue;
             }
-            state.content_hash = hash;
-            match parse_file(&path, &text, &self.mesh_config_map) {
+            let parsed = parse_file(&path, &text, &self.mesh_config_map);
+            // A file that had objects and now has none is usually being rewritten
+            // (`> file` truncates first): it must hold still longer before it counts.
+            let emptied = !state.good.is_empty() && matches!(&parsed, Ok(o) if o.is_empty());
+            let hold = if emptied {
+                EMPTIED_HOLD
+            } else {
+                Duration::ZERO
+            };
+            let settled = first
+                || matches!(state.pending, Some((h, since)) if h == hash && since.elapsed() >= hold);
+            if !settled {
+                if state.pending.is_none_or(|(h, _)| h != hash) {
+                    state.pending = Some((hash, std::time::Instant::now()));
+                }
+                unsettled = true;
+                continue;
+            }
+            state.pending = None;
+            state.content_hash = Some(hash);
+            match parsed {
                 Ok(objects) => {
                     state.good = objects;
                     state.errors.clear();
@@ -135,7 +174,9 @@ impl DirSource {
                 Err(file_errors) => state.errors = file_errors,
             }
         }
-        self.collect(errors)
+        let mut scan = self.collect(errors);
+        scan.unsettled = unsettled;
+        scan
     }
 
     fn collect(&self, mut errors: Vec<SourceError>) -> Scan {
@@ -158,7 +199,12 @@ impl DirSource {
             objects.extend(state.good.iter().cloned());
             errors.extend(state.errors.iter().cloned());
         }
-        Scan { objects, errors }
+        Scan {
+            objects,
+            errors,
+            complete: true,
+            unsettled: false,
+        }
     }
 }
 
@@ -172,6 +218,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let (wake_tx, mut wake) = mpsc::channel::<()>(1);
+    // Held here so the channel stays open even when the watcher (and its sender) is gone.
+    let _wake_tx = wake_tx.clone();
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         // Reads (ours included) raise access events; only changes matter.
         if res.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
@@ -183,7 +231,7 @@ pub async fn run(
     let _watcher = match watcher {
         Ok(w) => Some(w),
         Err(e) => {
-            tracing::error!(dir = %root.display(), error = %e, "cannot watch the manifest directory; changes will not be picked up");
+            tracing::error!(dir = %root.display(), error = %e, "cannot watch the manifest directory; rescanning every 5 s instead");
             None
         }
     };
@@ -193,6 +241,16 @@ pub async fn run(
     loop {
         let scan = source.scan();
         metrics.scans.inc();
+        let retry_after = if !scan.complete && last_sent.is_none() {
+            // Nothing learnt yet: never report an unreadable directory as an empty mesh.
+            Some(Duration::from_secs(1))
+        } else if scan.unsettled {
+            Some(SETTLE)
+        } else if _watcher.is_none() {
+            Some(Duration::from_secs(5))
+        } else {
+            None
+        };
         for e in scan.errors.iter().filter(|e| !last_errors.contains(e)) {
             metrics.errors.inc();
             tracing::warn!(error = %e, "manifest rejected; its last good content stays served");
@@ -200,7 +258,7 @@ pub async fn run(
         metrics.invalid.set(scan.errors.len() as i64);
         status.set_errors("dir", scan.errors.clone());
         last_errors = scan.errors;
-        if last_sent.as_ref() != Some(&scan.objects) {
+        if (scan.complete || last_sent.is_some()) && last_sent.as_ref() != Some(&scan.objects) {
             let first = last_sent.is_none();
             last_sent = Some(scan.objects.clone());
             if events
@@ -214,26 +272,53 @@ pub async fn run(
                 return;
             }
         }
+        let rescan = async {
+            match retry_after {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            woke = wake.recv() => if woke.is_none() { return },
+            _ = wake.recv() => tokio::time::sleep(SETTLE).await,
+            _ = rescan => {}
         }
-        tokio::time::sleep(SETTLE).await;
         while wake.try_recv().is_ok() {}
     }
 }
 
-fn manifest_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
+/// Every `*.yaml` / `*.yml` below `root` (hidden entries and symlinked directories skipped).
+/// An unreadable subdirectory or entry is reported in `errors` and skipped; only an
+/// unreadable `root` is an error.
+fn manifest_files(root: &Path, errors: &mut Vec<SourceError>) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let path = entry?.path();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if dir == root => return Err(e),
+            Err(e) => {
+                errors.push(SourceError {
+                    path: dir.display().to_string(),
+                    document: None,
+                    reason: format!("cannot read this directory, skipped: {e}"),
+                });
+                continue;
+            }
+        };
+        for entry in entries {
+            let Ok(entry) = entry else { continue };
+            let path = entry.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if name.starts_with('.') {
                 continue; // editor swap files, hidden directories
             }
-            if path.is_dir() {
+            // file_type() does not follow symlinks: a symlinked directory is not walked (no
+            // loops); a symlinked file is read like any file.
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
                 dirs.push(path);
             } else if name.ends_with(".yaml") || name.ends_with(".yml") {
                 out.push(path);
@@ -337,6 +422,16 @@ fn invalid(kind: &str, e: convert::ObjectError) -> String {
 mod tests {
     use super::*;
 
+    /// Scans until every change has settled (a changed file counts on its second reading).
+    fn settled(source: &mut DirSource) -> Scan {
+        loop {
+            let scan = source.scan();
+            if !scan.unsettled {
+                return scan;
+            }
+        }
+    }
+
     fn rev() -> Revision {
         "canary".parse().unwrap()
     }
@@ -368,7 +463,7 @@ mod tests {
             cm("revplane-canary", "lbPolicy: NONE"),
         )
         .unwrap();
-        let scan = source.scan();
+        let scan = settled(&mut source);
         assert!(
             matches!(&scan.objects[0], Object::Mesh(m) if m.lb_policy == crate::mesh::LbPolicy::Random),
             "last good kept"
@@ -404,7 +499,7 @@ mod tests {
 
         let bad_port = GOOD.replace("port: 80", "port: 0");
         std::fs::write(&file, &bad_port).unwrap();
-        let scan = source.scan();
+        let scan = settled(&mut source);
         assert_eq!(scan.objects, good.objects, "last good content is kept");
         assert_eq!(scan.errors.len(), 1);
         assert_eq!(scan.errors[0].document, Some(0));
@@ -416,12 +511,57 @@ mod tests {
         );
 
         std::fs::write(&file, "apiVersion: v1\nkind: Service\nmetadata: {name: [").unwrap();
-        let scan = source.scan();
+        let scan = settled(&mut source);
         assert_eq!(scan.objects, good.objects);
         assert!(scan.errors[0].reason.contains("not valid YAML"));
 
         std::fs::write(&file, GOOD).unwrap();
-        assert!(source.scan().errors.is_empty());
+        assert!(settled(&mut source).errors.is_empty());
+    }
+
+    #[test]
+    fn a_file_caught_mid_write_is_not_taken_until_it_holds_still() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("shop.yaml");
+        std::fs::write(&file, GOOD).unwrap();
+        let mut source = DirSource::new(dir.path(), &rev());
+        let good = source.scan();
+        // `kubectl get ... > shop.yaml` truncates first and writes later.
+        std::fs::write(&file, "").unwrap();
+        for _ in 0..3 {
+            let scan = source.scan();
+            assert!(scan.unsettled);
+            assert_eq!(
+                scan.objects, good.objects,
+                "an emptied file is not taken at once"
+            );
+        }
+        std::fs::write(&file, GOOD.replace("port: 80", "port: 81")).unwrap();
+        assert!(
+            source.scan().unsettled,
+            "a new content is taken on its second reading"
+        );
+        let scan = source.scan();
+        assert!(!scan.unsettled);
+        assert_ne!(scan.objects, good.objects);
+        // Emptied for real: taken after it held still for a second.
+        std::fs::write(&file, "").unwrap();
+        source.scan();
+        std::thread::sleep(EMPTIED_HOLD);
+        assert!(settled(&mut source).objects.is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_root_is_incomplete_and_a_symlinked_dir_is_not_walked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut missing = DirSource::new(dir.path().join("nope"), &rev());
+        assert!(!missing.scan().complete);
+        std::fs::write(dir.path().join("a.yaml"), GOOD).unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("loop")).unwrap();
+        let scan = DirSource::new(dir.path(), &rev()).scan();
+        assert!(scan.complete);
+        assert_eq!(scan.objects.len(), 1, "the loop is not followed");
     }
 
     #[test]
@@ -451,6 +591,6 @@ mod tests {
         assert_eq!(scan.objects.len(), 1);
         assert!(scan.errors[0].reason.contains("apiVersion and kind"));
         std::fs::remove_file(dir.path().join("good.yaml")).unwrap();
-        assert!(source.scan().objects.is_empty());
+        assert!(settled(&mut source).objects.is_empty());
     }
 }

@@ -159,6 +159,8 @@ impl Watch {
         let mut relist: Option<BTreeMap<ObjectRef, Object>> = None;
         let mut seen: BTreeSet<String> = BTreeSet::new();
         let mut synced = false;
+        let mut listed = false;
+        let mut held_back = false;
         loop {
             let event = tokio::select! {
                 _ = self.shutdown.cancelled() => return,
@@ -242,16 +244,26 @@ impl Watch {
             };
             self.publish_status(&state);
             if let Some(event) = send {
-                let done = matches!(event, CatalogEvent::Replace(..));
+                listed |= matches!(event, CatalogEvent::Replace(..));
                 if self.events.send(event).await.is_err() {
                     return;
                 }
-                if done && !synced {
-                    synced = true;
-                    tracing::info!(objects = state.good.len(), "initial list done");
-                    if self.events.send(CatalogEvent::Synced).await.is_err() {
-                        return;
+            }
+            if listed && !synced {
+                // A revision's mesh config that exists but is invalid when the process starts
+                // has no last good version: serving defaults (all namespaces, default policy)
+                // would be a different config than the running replicas serve. Stay unready.
+                if kind == ObjectKind::Mesh && !state.invalid.is_empty() {
+                    if !held_back {
+                        held_back = true;
+                        tracing::error!("the revision's mesh config is invalid at start; not ready until it is fixed");
                     }
+                    continue;
+                }
+                synced = true;
+                tracing::info!(objects = state.good.len(), "initial list done");
+                if self.events.send(CatalogEvent::Synced).await.is_err() {
+                    return;
                 }
             }
         }

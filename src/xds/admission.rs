@@ -2,9 +2,10 @@
 //!
 //! New streams are admitted at a steady rate (a token bucket with a burst allowance); a stream
 //! that would wait longer than the queue allows is refused with `RESOURCE_EXHAUSTED` and the
-//! proxy retries with its own backoff. Pushes (building and queueing responses) run at most
-//! `push_concurrency` at a time, so a fan-out to thousands of streams cannot hold thousands
-//! of response copies at once, and established streams keep their turn.
+//! proxy retries with its own backoff. Building responses runs at most `push_concurrency`
+//! at a time (a permit is taken only once the stream's queue has room, so a slow reader holds
+//! none), so a fan-out to thousands of streams cannot build thousands of response copies at
+//! once, and established streams keep their turn.
 
 use std::sync::Mutex;
 use std::time::Duration;

@@ -33,8 +33,9 @@ use crate::snapshot::publisher::SnapshotReceiver;
 use metrics::XdsMetrics;
 use proxies::{ProxyRegistry, RejectionLog};
 
-/// Responses queued per stream before the stream task waits for the client to read.
-const STREAM_QUEUE: usize = 8;
+/// Responses queued per stream before the stream task waits for the client to read. Small:
+/// each queued response is a full copy, and a response is built only once it has a slot.
+const STREAM_QUEUE: usize = 2;
 
 /// Limits of the gRPC server.
 #[derive(Clone, Copy, Debug)]

@@ -25,13 +25,24 @@ enum End {
 
 type Out = mpsc::Sender<Result<DiscoveryResponse, Status>>;
 
+/// A stream that sends no request for this long is closed (it would hold a task for nothing).
+const FIRST_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Serves one stream to its end.
 pub async fn serve<S>(ctx: Arc<XdsContext>, mut requests: S, out: Out)
 where
     S: Stream<Item = Result<DiscoveryRequest, Status>> + Unpin + Send,
 {
     let first = tokio::select! {
-        first = requests.next() => first,
+        first = tokio::time::timeout(FIRST_REQUEST_TIMEOUT, requests.next()) => match first {
+            Ok(first) => first,
+            Err(_) => {
+                let _ = out.send(Err(Status::deadline_exceeded(format!(
+                    "no DiscoveryRequest within {FIRST_REQUEST_TIMEOUT:?} of opening the stream"
+                )))).await;
+                return;
+            }
+        },
         _ = ctx.shutdown.cancelled() => return,
     };
     let first = match first {
@@ -42,12 +53,6 @@ where
         }
         None => return,
     };
-    if let Err(overloaded) = ctx.admission.admit().await {
-        ctx.metrics.rejected("overloaded");
-        tracing::warn!("{overloaded}");
-        let _ = out.send(Err(overloaded.to_status())).await;
-        return;
-    }
     let identity = match ctx.gate.admit(first.node.as_ref()) {
         Ok(identity) => identity,
         Err(rejection) => {
@@ -57,6 +62,17 @@ where
             return;
         }
     };
+    // Admission after the (cheap) gate, so misrouted proxies do not use up the queue.
+    let admitted = tokio::select! {
+        admitted = ctx.admission.admit() => admitted,
+        _ = ctx.shutdown.cancelled() => return,
+    };
+    if let Err(overloaded) = admitted {
+        ctx.metrics.rejected("overloaded");
+        tracing::warn!("{overloaded}");
+        let _ = out.send(Err(overloaded.to_status())).await;
+        return;
+    }
     let entry = ctx.proxies.register(&identity);
     ctx.metrics.connected_proxies.inc();
     let _connected = Connected(ctx.clone());
@@ -192,8 +208,6 @@ impl AdsStream {
         }
         self.entry.update(kind, &self.state);
         if consider {
-            let ctx = self.ctx.clone();
-            let _permit = ctx.admission.push_permit().await;
             for response in self
                 .state
                 .responses_after_request(kind, &self.snapshot, true)
@@ -206,8 +220,6 @@ impl AdsStream {
 
     async fn push(&mut self, snapshot: Arc<Snapshot>) -> Result<(), End> {
         self.snapshot = snapshot;
-        let ctx = self.ctx.clone();
-        let _permit = ctx.admission.push_permit().await;
         for response in self.state.responses_for(&self.snapshot) {
             self.send(response).await?;
         }
@@ -216,24 +228,32 @@ impl AdsStream {
 
     async fn send(&mut self, response: Response) -> Result<(), End> {
         let kind = response.kind;
-        let message = DiscoveryResponse {
-            version_info: response.version,
-            resources: response
-                .resources
-                .iter()
-                .map(|r| Any {
-                    type_url: kind.type_url().to_string(),
-                    value: r.body.to_vec(),
-                })
-                .collect(),
-            type_url: kind.type_url().to_string(),
-            nonce: response.nonce,
-            control_plane: Some(ControlPlane {
-                identifier: self.ctx.control_plane_id.clone(),
-            }),
-            ..Default::default()
+        // Room in the queue first, so a slow reader holds no push permit and no stale copy.
+        let slot = tokio::select! {
+            slot = self.out.reserve() => slot.map_err(|_| End::Gone)?,
+            _ = self.ctx.shutdown.cancelled() => return Err(End::Status(shutting_down(&self.ctx))),
         };
-        self.out.send(Ok(message)).await.map_err(|_| End::Gone)?;
+        let message = {
+            let _permit = self.ctx.admission.push_permit().await;
+            DiscoveryResponse {
+                version_info: response.version,
+                resources: response
+                    .resources
+                    .iter()
+                    .map(|r| Any {
+                        type_url: kind.type_url().to_string(),
+                        value: r.body.to_vec(),
+                    })
+                    .collect(),
+                type_url: kind.type_url().to_string(),
+                nonce: response.nonce,
+                control_plane: Some(ControlPlane {
+                    identifier: self.ctx.control_plane_id.clone(),
+                }),
+                ..Default::default()
+            }
+        };
+        slot.send(Ok(message));
         self.ctx.metrics.pushed(kind, self.snapshot.built.elapsed());
         self.entry.update(kind, &self.state);
         Ok(())
