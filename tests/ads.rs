@@ -359,3 +359,25 @@ async fn requests_are_held_until_the_first_snapshot_never_answered_with_nothing(
     );
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn pushes_in_flight_are_bounded_until_proxies_ack() {
+    let mut args = serve_args("canary", &example_mesh());
+    args.push_concurrency = 1;
+    let xds = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = revplane::app::start_on(args, xds, admin).await.unwrap();
+    let mut a = AdsClient::open(&server, first_cds("proxy-a", "canary"))
+        .await
+        .unwrap();
+    let cds_a = a.recv().await.unwrap();
+    // A holds the only push permit until it answers.
+    let mut b = AdsClient::open(&server, first_cds("proxy-b", "canary"))
+        .await
+        .unwrap();
+    b.expect_silence(Duration::from_millis(500)).await;
+    a.ack(&cds_a, &[]).await;
+    let cds_b = b.recv().await.unwrap();
+    assert_eq!(names(&cds_b).len(), 4, "B is served once A answered");
+    server.stop().await;
+}

@@ -2,15 +2,18 @@
 //!
 //! New streams are admitted at a steady rate (a token bucket with a burst allowance); a stream
 //! that would wait longer than the queue allows is refused with `RESOURCE_EXHAUSTED` and the
-//! proxy retries with its own backoff. Building responses runs at most `push_concurrency`
-//! at a time (a permit is taken only once the stream's queue has room, so a slow reader holds
-//! none), so a fan-out to thousands of streams cannot build thousands of response copies at
-//! once, and established streams keep their turn.
+//! proxy retries with its own backoff. At most `push_concurrency` streams have a push in
+//! flight: a stream takes a permit once its queue has room, keeps it until the proxy has
+//! ACKed or NACKed everything it was sent (or 5 s pass), and holds at most one. So a connect
+//! storm or a fan-out never has more than `push_concurrency` responses built and buffered at
+//! once, whatever their size, and memory stays bounded.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, SemaphorePermit};
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// Admission settings.
@@ -60,7 +63,7 @@ pub struct Admission {
     limits: AdmissionLimits,
     /// When the next token is free (the bucket is full when this is `burst` intervals ago).
     next_slot: Mutex<Instant>,
-    pushes: Semaphore,
+    pushes: Arc<Semaphore>,
 }
 
 impl Admission {
@@ -69,7 +72,7 @@ impl Admission {
         Admission {
             limits,
             next_slot: Mutex::new(Instant::now()),
-            pushes: Semaphore::new(limits.push_concurrency.max(1)),
+            pushes: Arc::new(Semaphore::new(limits.push_concurrency.max(1))),
         }
     }
 
@@ -100,14 +103,25 @@ impl Admission {
         Ok(())
     }
 
-    /// A permit to build and queue a push.
-    pub async fn push_permit(&self) -> SemaphorePermit<'_> {
+    /// A permit for a push in flight: held by a stream from building its response until the
+    /// proxy answered every response it was sent (or [`PUSH_ACK_TIMEOUT`]).
+    pub async fn push_permit(&self) -> OwnedSemaphorePermit {
         self.pushes
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .expect("the push semaphore is never closed")
     }
+
+    /// Push permits free now (for metrics and tests).
+    pub fn free_push_permits(&self) -> usize {
+        self.pushes.available_permits()
+    }
 }
+
+/// A stream gives its push permit back after this long even without an ACK, so a proxy that
+/// never answers cannot hold up the others.
+pub const PUSH_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {

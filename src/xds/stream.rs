@@ -7,9 +7,11 @@ use envoy_types::pb::envoy::config::core::v3::ControlPlane;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::protobuf::Any;
 use futures::{Stream, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::time::Instant;
 use tonic::Status;
 
+use super::admission::PUSH_ACK_TIMEOUT;
 use super::proxies::ProxyEntry;
 use super::state::{RequestView, Response, StreamState, Verdict};
 use super::XdsContext;
@@ -99,6 +101,8 @@ where
         out,
         entry,
         node_id: identity.node_id.clone(),
+        push: None,
+        unanswered: [false; 4],
     };
     let end = match stream.handle(first).await {
         Err(end) => end,
@@ -111,6 +115,10 @@ where
                     Some(Err(status)) => break End::Status(malformed(status)),
                     None => break End::Gone,
                 },
+                _ = sleep_until(stream.push_deadline()) => {
+                    tracing::debug!(node = %identity.node_id, "no ACK within the push timeout; giving the permit back");
+                    stream.push = None;
+                }
                 changed = snapshots.changed() => {
                     if changed.is_err() { break End::Status(shutting_down(&ctx)) }
                     let next = snapshots.borrow_and_update().clone();
@@ -153,6 +161,22 @@ fn malformed(status: Status) -> Status {
     }
 }
 
+impl AdsStream {
+    /// When the held push permit is given back without an ACK.
+    fn push_deadline(&self) -> Option<Instant> {
+        self.push
+            .as_ref()
+            .map(|(_, since)| *since + PUSH_ACK_TIMEOUT)
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 struct AdsStream {
     ctx: Arc<XdsContext>,
     state: StreamState,
@@ -160,6 +184,10 @@ struct AdsStream {
     out: Out,
     entry: ProxyEntry,
     node_id: String,
+    /// The push permit held while responses are unanswered, and when it was taken.
+    push: Option<(OwnedSemaphorePermit, Instant)>,
+    /// Types with a response the proxy has not answered yet.
+    unanswered: [bool; 4],
 }
 
 impl AdsStream {
@@ -187,6 +215,12 @@ impl AdsStream {
             error: request.error_detail.as_ref().map(|e| e.message.as_str()),
         };
         let (verdict, consider) = self.state.on_request(kind, &view);
+        if matches!(verdict, Verdict::Ack { .. } | Verdict::Nack(_)) {
+            self.unanswered[kind as usize] = false;
+            if !self.unanswered.contains(&true) {
+                self.push = None;
+            }
+        }
         match verdict {
             Verdict::Nack(nack) => {
                 self.ctx.metrics.nacked(kind);
@@ -233,8 +267,15 @@ impl AdsStream {
             slot = self.out.reserve() => slot.map_err(|_| End::Gone)?,
             _ = self.ctx.shutdown.cancelled() => return Err(End::Status(shutting_down(&self.ctx))),
         };
+        if self.push.is_none() {
+            let permit = tokio::select! {
+                permit = self.ctx.admission.push_permit() => permit,
+                _ = self.ctx.shutdown.cancelled() => return Err(End::Status(shutting_down(&self.ctx))),
+            };
+            self.push = Some((permit, Instant::now()));
+        }
+        self.unanswered[kind as usize] = true;
         let message = {
-            let _permit = self.ctx.admission.push_permit().await;
             DiscoveryResponse {
                 version_info: response.version,
                 resources: response
