@@ -119,7 +119,7 @@ pub fn snapshot_json(snapshot: &Snapshot) -> Value {
             .values()
             .map(|r| {
                 let mut item =
-                    json!({ "name": r.name, "version": r.version, "bytes": r.body.len() });
+                    json!({ "name": &*r.name, "version": r.version, "bytes": r.body.len() });
                 describe(kind, &r.body, &mut item);
                 item
             })

@@ -97,10 +97,10 @@ impl SnapshotBuilder {
                 }
             };
             for r in &built.clusters {
-                clusters.insert(r.name.clone(), r.clone());
+                clusters.insert(r.name.to_string(), r.clone());
             }
             for r in &built.load_assignments {
-                load_assignments.insert(r.name.clone(), r.clone());
+                load_assignments.insert(r.name.to_string(), r.clone());
             }
             next.insert(service.key.clone(), built);
         }

@@ -82,8 +82,8 @@ impl ResourceType {
 /// One encoded resource.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Resource {
-    /// Resource name.
-    pub name: String,
+    /// Resource name (shared: streams key their bookkeeping by it without copying).
+    pub name: Arc<str>,
     /// Content hash of `body`.
     pub version: String,
     /// The encoded message (the `value` of its `Any`).
@@ -132,7 +132,7 @@ impl Resource {
     /// A resource versioned by the hash of its bytes.
     pub fn new(name: String, body: Vec<u8>) -> Resource {
         Resource {
-            name,
+            name: Arc::from(name),
             version: format!("{:016x}", xxh3_64(&body)),
             body: Bytes::from(body),
         }

@@ -18,8 +18,10 @@ use crate::snapshot::ResourceType;
 /// What `/debug/proxies` shows of one resource type of one proxy.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct TypeStatus {
-    /// Subscribed names (`["*"]` for wildcard).
-    pub subscribed: Vec<String>,
+    /// Subscribed to every resource of the type.
+    pub wildcard: bool,
+    /// Number of names subscribed explicitly (the names themselves are not copied here).
+    pub subscribed_names: usize,
     /// `version_info` of the last response.
     pub sent_version: Option<String>,
     /// Nonce of the last response.
@@ -32,12 +34,9 @@ pub struct TypeStatus {
 
 impl From<&TypeState> for TypeStatus {
     fn from(t: &TypeState) -> Self {
-        let mut subscribed: Vec<String> = t.names.iter().cloned().collect();
-        if t.wildcard {
-            subscribed.insert(0, "*".to_string());
-        }
         TypeStatus {
-            subscribed,
+            wildcard: t.wildcard,
+            subscribed_names: t.names.len(),
             sent_version: t.sent_version.clone(),
             nonce: t.nonce.clone(),
             acked_version: t.acked_version.clone(),

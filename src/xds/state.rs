@@ -62,8 +62,9 @@ pub struct TypeState {
     legacy_wildcard: bool,
     /// Explicitly subscribed names.
     pub names: BTreeSet<String>,
-    /// Name → version of what the client was last sent of each resource.
-    sent: HashMap<String, String>,
+    /// What the client was last sent of each resource, by name (shared with the snapshot:
+    /// no per-stream copies of names or versions).
+    sent: HashMap<Arc<str>, Arc<Resource>>,
     /// Type version of the snapshot this state was last brought up to date with.
     synced_type_version: Option<String>,
     /// Nonce of the latest response.
@@ -149,7 +150,7 @@ impl StreamState {
         if changed && !ts.wildcard {
             // Names dropped from the subscription are forgotten, so a re-subscribe resends.
             let names = &ts.names;
-            ts.sent.retain(|name, _| names.contains(name));
+            ts.sent.retain(|name, _| names.contains(&**name));
         }
         if changed {
             ts.synced_type_version = None;
@@ -179,7 +180,8 @@ impl StreamState {
                 .filter_map(|n| resources.by_name.get(n))
                 .collect()
         };
-        let changed = |r: &&Arc<Resource>| ts.sent.get(&r.name) != Some(&r.version);
+        let changed =
+            |r: &&Arc<Resource>| ts.sent.get(&r.name).is_none_or(|s| s.version != r.version);
         let send: Vec<Arc<Resource>> = if kind.is_full_state() {
             let differs = wanted.len() != ts.sent.len() || wanted.iter().any(changed);
             if !differs && !force {
@@ -190,7 +192,7 @@ impl StreamState {
             let send: Vec<Arc<Resource>> = wanted.into_iter().filter(changed).cloned().collect();
             // Forget resources that are gone, so one that comes back is sent again.
             ts.sent
-                .retain(|name, _| resources.by_name.contains_key(name));
+                .retain(|name, _| resources.by_name.contains_key(&**name));
             if send.is_empty() {
                 return None;
             }
@@ -199,14 +201,14 @@ impl StreamState {
         let mut rewarming = Vec::new();
         if kind.is_full_state() {
             for r in &send {
-                if ts.sent.get(&r.name) != Some(&r.version) {
+                if ts.sent.get(&r.name).is_none_or(|s| s.version != r.version) {
                     rewarming.push(r.name.clone());
                 }
             }
             ts.sent.clear();
         }
         for r in &send {
-            ts.sent.insert(r.name.clone(), r.version.clone());
+            ts.sent.insert(r.name.clone(), r.clone());
         }
         self.responses += 1;
         let nonce = self.responses.to_string();

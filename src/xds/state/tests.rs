@@ -33,7 +33,7 @@ fn names(n: &[&str]) -> Vec<String> {
 }
 
 fn sent_names(r: &Response) -> Vec<&str> {
-    r.resources.iter().map(|r| r.name.as_str()).collect()
+    r.resources.iter().map(|r| &*r.name).collect()
 }
 
 #[test]
