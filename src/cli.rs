@@ -128,8 +128,8 @@ pub struct ServeArgs {
     #[arg(long, env = "REVPLANE_ADMISSION_MAX_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub admission_max_wait: Duration,
 
-    /// Streams building or queueing a push at the same time.
-    #[arg(long, env = "REVPLANE_PUSH_CONCURRENCY", default_value_t = 64)]
+    /// Streams with a push in flight (built and not yet answered by the proxy) at once.
+    #[arg(long, env = "REVPLANE_PUSH_CONCURRENCY", default_value_t = 512)]
     pub push_concurrency: usize,
 }
 

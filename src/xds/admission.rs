@@ -35,7 +35,7 @@ impl Default for AdmissionLimits {
             new_streams_per_second: 2_000,
             burst: 500,
             max_wait: Duration::from_secs(30),
-            push_concurrency: 64,
+            push_concurrency: 512,
         }
     }
 }

@@ -53,7 +53,7 @@ pub fn serve_args(revision: &str, source: &Path) -> ServeArgs {
         new_streams_per_second: 2000,
         new_stream_burst: 500,
         admission_max_wait: Duration::from_secs(30),
-        push_concurrency: 64,
+        push_concurrency: 512,
     }
 }
 
