@@ -347,7 +347,6 @@ async fn requests_are_held_until_the_first_snapshot_never_answered_with_nothing(
     client.expect_silence(Duration::from_millis(300)).await;
     let snapshot = Snapshot::from_encoded(
         1,
-        None,
         vec![(ResourceType::Cluster, vec![("c1".to_string(), vec![])])],
     );
     tx.send_replace(Some(Arc::new(snapshot)));

@@ -116,16 +116,6 @@ impl Snapshot {
     pub fn resources(&self, kind: ResourceType) -> &Resources {
         &self.types[kind.index()]
     }
-
-    /// An empty snapshot (no resources of any type).
-    pub fn empty(serial: u64) -> Snapshot {
-        Snapshot {
-            serial,
-            built: Instant::now(),
-            mesh: MeshConfig::default(),
-            types: empty_types(),
-        }
-    }
 }
 
 impl Resource {
@@ -161,37 +151,20 @@ impl Snapshot {
         }
     }
 
-    /// A snapshot of already encoded resources; types not listed are empty. Resources whose
-    /// bytes equal those in `previous` are shared with it.
-    pub fn from_encoded(
-        serial: u64,
-        previous: Option<&Snapshot>,
-        encoded: Vec<(ResourceType, Vec<Encoded>)>,
-    ) -> Snapshot {
-        let mut types = empty_types();
-        for (kind, items) in encoded {
-            let old = previous.map(|p| p.resources(kind));
-            let mut by_name = BTreeMap::new();
-            for (name, body) in items {
-                let reused = old
-                    .and_then(|o| o.by_name.get(&name))
-                    .filter(|r| *r.body == *body)
-                    .cloned();
-                let resource =
-                    reused.unwrap_or_else(|| Arc::new(Resource::new(name.clone(), body)));
-                by_name.insert(name, resource);
-            }
-            types[kind.index()] = Resources {
-                version: type_version(&by_name),
-                by_name,
-            };
-        }
-        Snapshot {
-            serial,
-            built: Instant::now(),
-            mesh: MeshConfig::default(),
-            types,
-        }
+    /// A snapshot of already encoded resources (tests and tools); types not listed are
+    /// empty, the mesh config is the default.
+    pub fn from_encoded(serial: u64, encoded: Vec<(ResourceType, Vec<Encoded>)>) -> Snapshot {
+        let resources = encoded
+            .into_iter()
+            .map(|(kind, items)| {
+                let by_name = items
+                    .into_iter()
+                    .map(|(name, body)| (name.clone(), Arc::new(Resource::new(name, body))))
+                    .collect();
+                (kind, by_name)
+            })
+            .collect();
+        Snapshot::from_resources(serial, MeshConfig::default(), resources)
     }
 }
 
@@ -223,12 +196,10 @@ mod tests {
     fn versions_are_content_hashes() {
         let a = Snapshot::from_encoded(
             1,
-            None,
             vec![(ResourceType::Cluster, vec![("a".into(), b"x".to_vec())])],
         );
         let b = Snapshot::from_encoded(
             9,
-            None,
             vec![(ResourceType::Cluster, vec![("a".into(), b"x".to_vec())])],
         );
         assert_eq!(
@@ -238,7 +209,6 @@ mod tests {
         );
         let c = Snapshot::from_encoded(
             2,
-            Some(&a),
             vec![(ResourceType::Cluster, vec![("a".into(), b"y".to_vec())])],
         );
         assert_ne!(

@@ -28,8 +28,6 @@ pub struct Translation {
     pub clusters: Vec<Cluster>,
     /// ClusterLoadAssignments of the EDS clusters, ordered by cluster name.
     pub load_assignments: Vec<ClusterLoadAssignment>,
-    /// The mesh config that shaped this translation.
-    pub mesh: MeshConfig,
 }
 
 /// Config translated from one service.
@@ -81,10 +79,7 @@ pub fn translate_service<'a>(
 /// `snapshot::SnapshotBuilder`, which skips unchanged services; this is the reference.)
 pub fn translate(catalog: &Catalog) -> Translation {
     let mesh = catalog.mesh();
-    let mut out = Translation {
-        mesh: mesh.clone(),
-        ..Default::default()
-    };
+    let mut out = Translation::default();
     for service in admitted_services(catalog) {
         let config = translate_service(service, catalog.slices_of(&service.key), mesh);
         out.clusters.extend(config.clusters);

@@ -112,11 +112,6 @@ impl Admission {
             .await
             .expect("the push semaphore is never closed")
     }
-
-    /// Push permits free now (for metrics and tests).
-    pub fn free_push_permits(&self) -> usize {
-        self.pushes.available_permits()
-    }
 }
 
 /// A stream gives its push permit back after this long even without an ACK, so a proxy that

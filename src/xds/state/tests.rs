@@ -13,7 +13,7 @@ fn snap(serial: u64, items: &[(ResourceType, &str, &str)]) -> Snapshot {
             .collect();
         by_type.push((kind, list));
     }
-    Snapshot::from_encoded(serial, None, by_type)
+    Snapshot::from_encoded(serial, by_type)
 }
 
 const CDS: ResourceType = ResourceType::Cluster;
