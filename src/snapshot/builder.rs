@@ -83,14 +83,14 @@ impl SnapshotBuilder {
                             config
                                 .clusters
                                 .iter()
-                                .map(|c| self.encode(&c.name, c))
+                                .map(|c| self.encode(ResourceType::Cluster, &c.name, c))
                                 .collect()
                         }),
                         load_assignments: old_assignments.unwrap_or_else(|| {
                             config
                                 .load_assignments
                                 .iter()
-                                .map(|l| self.encode(&l.cluster_name, l))
+                                .map(|l| self.encode(ResourceType::Endpoint, &l.cluster_name, l))
                                 .collect()
                         }),
                     }
@@ -115,9 +115,13 @@ impl SnapshotBuilder {
         )
     }
 
-    fn encode(&self, name: &str, message: &impl Message) -> Arc<Resource> {
+    fn encode(&self, kind: ResourceType, name: &str, message: &impl Message) -> Arc<Resource> {
         self.encodes.inc();
-        Arc::new(Resource::new(name.to_string(), message.encode_to_vec()))
+        Arc::new(Resource::new(
+            kind,
+            name.to_string(),
+            message.encode_to_vec(),
+        ))
     }
 }
 

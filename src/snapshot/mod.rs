@@ -1,9 +1,13 @@
 //! The snapshot: per resource type, name → (content-hash version, encoded bytes).
 //!
 //! A snapshot is immutable and shared (`Arc`) by every stream. Each resource is encoded once
-//! when it changes ([`builder`]); streams only copy bytes. Versions are content hashes, so two
-//! replicas, or a restarted process, give identical config identical versions.
+//! when it changes ([`builder`]), already wrapped as a `DiscoveryResponse.resources` entry;
+//! the bodies of responses are concatenations of those entries, built once per snapshot and
+//! set of resources ([`bodies`]) and shared by every stream that sends the same set. Streams
+//! copy no resource bytes. Versions are content hashes, so two replicas, or a restarted
+//! process, give identical config identical versions.
 
+pub mod bodies;
 pub mod builder;
 pub mod publisher;
 
@@ -12,6 +16,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+use envoy_types::pb::google::protobuf::Any;
+use prost::Message;
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 use crate::mesh::MeshConfig;
@@ -86,8 +93,11 @@ pub struct Resource {
     pub name: Arc<str>,
     /// Content hash of `body`.
     pub version: String,
-    /// The encoded message (the `value` of its `Any`).
+    /// The encoded message (the `value` of its `Any`); a slice of `entry`.
     pub body: Bytes,
+    /// The resource as one `DiscoveryResponse.resources` entry (field tag, length, `Any`
+    /// with type URL and `body`), ready to be concatenated into response bodies.
+    pub entry: Bytes,
 }
 
 /// All resources of one type.
@@ -109,6 +119,7 @@ pub struct Snapshot {
     /// The mesh config the resources were built with.
     pub mesh: MeshConfig,
     types: [Resources; 4],
+    bodies: bodies::ResponseBodies,
 }
 
 impl Snapshot {
@@ -119,12 +130,28 @@ impl Snapshot {
 }
 
 impl Resource {
-    /// A resource versioned by the hash of its bytes.
-    pub fn new(name: String, body: Vec<u8>) -> Resource {
+    /// A resource of type `kind` versioned by the hash of its bytes.
+    pub fn new(kind: ResourceType, name: String, body: Vec<u8>) -> Resource {
+        let version = format!("{:016x}", xxh3_64(&body));
+        let len = body.len();
+        // A response holding only this resource encodes to exactly its `resources` entry.
+        let entry = Bytes::from(
+            DiscoveryResponse {
+                resources: vec![Any {
+                    type_url: kind.type_url().to_string(),
+                    value: body,
+                }],
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        );
+        // `value` is the last field of the entry, so the body is its suffix.
+        let body = entry.slice(entry.len() - len..);
         Resource {
             name: Arc::from(name),
-            version: format!("{:016x}", xxh3_64(&body)),
-            body: Bytes::from(body),
+            version,
+            body,
+            entry,
         }
     }
 }
@@ -148,7 +175,14 @@ impl Snapshot {
             built: Instant::now(),
             mesh,
             types,
+            bodies: Default::default(),
         }
+    }
+
+    /// The body of a response holding exactly `resources` of type `kind`: their entries
+    /// concatenated, built once per snapshot and set and shared by every stream sending it.
+    pub fn response_body(&self, kind: ResourceType, resources: &[Arc<Resource>]) -> Bytes {
+        self.bodies.get(kind, resources)
     }
 
     /// A snapshot of already encoded resources (tests and tools); types not listed are
@@ -159,7 +193,7 @@ impl Snapshot {
             .map(|(kind, items)| {
                 let by_name = items
                     .into_iter()
-                    .map(|(name, body)| (name.clone(), Arc::new(Resource::new(name, body))))
+                    .map(|(name, body)| (name.clone(), Arc::new(Resource::new(kind, name, body))))
                     .collect();
                 (kind, by_name)
             })
@@ -216,6 +250,19 @@ mod tests {
             c.resources(ResourceType::Cluster).version
         );
         assert_eq!(a.resources(ResourceType::Endpoint).version, "empty");
+    }
+
+    #[test]
+    fn a_resource_entry_decodes_as_a_response_holding_it() {
+        let r = Resource::new(ResourceType::Endpoint, "a".into(), b"payload".to_vec());
+        let decoded = DiscoveryResponse::decode(r.entry.clone()).unwrap();
+        assert_eq!(decoded.resources.len(), 1);
+        assert_eq!(
+            decoded.resources[0].type_url,
+            ResourceType::Endpoint.type_url()
+        );
+        assert_eq!(decoded.resources[0].value, b"payload");
+        assert_eq!(&r.body[..], b"payload");
     }
 
     #[test]

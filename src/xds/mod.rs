@@ -5,28 +5,20 @@
 //! sources, the catalog or translation: it only reads snapshots.
 
 pub mod admission;
+pub mod ads;
 pub mod metrics;
 pub mod proxies;
 pub mod state;
 pub mod stream;
+pub mod wire;
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
-use futures::Stream;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::{Request, Response, Status, Streaming};
 
 use crate::revision::RevisionGate;
 use crate::snapshot::publisher::SnapshotReceiver;
@@ -34,7 +26,7 @@ use metrics::XdsMetrics;
 use proxies::{ProxyRegistry, RejectionLog};
 
 /// Responses queued per stream before the stream task waits for the client to read. Small:
-/// each queued response is a full copy, and a response is built only once it has a slot.
+/// a response is built only once it has a slot, so a slow reader holds no stale ones.
 const STREAM_QUEUE: usize = 2;
 
 /// Limits of the gRPC server.
@@ -113,41 +105,6 @@ impl XdsContext {
     }
 }
 
-/// The ADS gRPC service.
-#[derive(Clone, Debug)]
-pub struct AdsService {
-    ctx: Arc<XdsContext>,
-}
-
-type DeltaStream = Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for AdsService {
-    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
-    type DeltaAggregatedResourcesStream = DeltaStream;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-        let ctx = self.ctx.clone();
-        self.ctx
-            .tasks
-            .spawn(stream::serve(ctx, request.into_inner(), tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented(
-            "revplane serves state-of-the-world ADS only; configure the proxy with api_type GRPC",
-        ))
-    }
-}
-
 /// Serves ADS on an already bound listener until `ctx.shutdown`.
 pub async fn serve(
     listener: TcpListener,
@@ -155,8 +112,7 @@ pub async fn serve(
     limits: Limits,
 ) -> Result<(), tonic::transport::Error> {
     let shutdown = ctx.shutdown.clone();
-    let service = AggregatedDiscoveryServiceServer::new(AdsService { ctx })
-        .max_decoding_message_size(limits.max_request_bytes);
+    let service = ads::AdsServer::new(ctx, limits.max_request_bytes);
     tonic::transport::Server::builder()
         .max_concurrent_streams(limits.max_streams_per_connection)
         // Find proxies that vanished without closing their connection.

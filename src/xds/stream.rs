@@ -3,17 +3,17 @@
 
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::config::core::v3::ControlPlane;
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use envoy_types::pb::google::protobuf::Any;
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use futures::{Stream, StreamExt};
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tonic::Status;
 
 use super::admission::PUSH_ACK_TIMEOUT;
+use super::ads::{Out, Outgoing};
 use super::proxies::ProxyEntry;
 use super::state::{RequestView, Response, StreamState, Verdict};
+use super::wire::response_head;
 use super::XdsContext;
 use crate::snapshot::{ResourceType, Snapshot};
 
@@ -24,8 +24,6 @@ enum End {
     /// The client is gone; nothing to say.
     Gone,
 }
-
-type Out = mpsc::Sender<Result<DiscoveryResponse, Status>>;
 
 /// A stream that sends no request for this long is closed (it would hold a task for nothing).
 const FIRST_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -39,7 +37,7 @@ where
         first = tokio::time::timeout(FIRST_REQUEST_TIMEOUT, requests.next()) => match first {
             Ok(first) => first,
             Err(_) => {
-                let _ = out.send(Err(Status::deadline_exceeded(format!(
+                let _ = out.send(Outgoing::End(Status::deadline_exceeded(format!(
                     "no DiscoveryRequest within {FIRST_REQUEST_TIMEOUT:?} of opening the stream"
                 )))).await;
                 return;
@@ -50,7 +48,7 @@ where
     let first = match first {
         Some(Ok(first)) => first,
         Some(Err(status)) => {
-            let _ = out.send(Err(malformed(status))).await;
+            let _ = out.send(Outgoing::End(malformed(status))).await;
             return;
         }
         None => return,
@@ -60,7 +58,7 @@ where
         Err(rejection) => {
             ctx.metrics.rejected(rejection.reason());
             ctx.rejections.log(&rejection, ctx.gate.revision().as_str());
-            let _ = out.send(Err(rejection.to_status())).await;
+            let _ = out.send(Outgoing::End(rejection.to_status())).await;
             return;
         }
     };
@@ -72,7 +70,7 @@ where
     if let Err(overloaded) = admitted {
         ctx.metrics.rejected("overloaded");
         tracing::warn!("{overloaded}");
-        let _ = out.send(Err(overloaded.to_status())).await;
+        let _ = out.send(Outgoing::End(overloaded.to_status())).await;
         return;
     }
     let entry = ctx.proxies.register(&identity);
@@ -89,7 +87,7 @@ where
         tokio::select! {
             changed = snapshots.changed() => if changed.is_err() { return },
             _ = ctx.shutdown.cancelled() => {
-                let _ = out.send(Err(shutting_down(&ctx))).await;
+                let _ = out.send(Outgoing::End(shutting_down(&ctx))).await;
                 return;
             }
         }
@@ -131,7 +129,7 @@ where
     };
     tracing::info!(node = %identity.node_id, "proxy disconnected");
     if let End::Status(status) = end {
-        let _ = stream.out.send(Err(status)).await;
+        let _ = stream.out.send(Outgoing::End(status)).await;
     }
 }
 
@@ -275,26 +273,15 @@ impl AdsStream {
             self.push = Some((permit, Instant::now()));
         }
         self.unanswered[kind as usize] = true;
-        let message = {
-            DiscoveryResponse {
-                version_info: response.version,
-                resources: response
-                    .resources
-                    .iter()
-                    .map(|r| Any {
-                        type_url: kind.type_url().to_string(),
-                        value: r.body.to_vec(),
-                    })
-                    .collect(),
-                type_url: kind.type_url().to_string(),
-                nonce: response.nonce,
-                control_plane: Some(ControlPlane {
-                    identifier: self.ctx.control_plane_id.clone(),
-                }),
-                ..Default::default()
-            }
-        };
-        slot.send(Ok(message));
+        let body = self.snapshot.response_body(kind, &response.resources);
+        let head = response_head(
+            &response.version,
+            kind.type_url(),
+            &response.nonce,
+            &self.ctx.control_plane_id,
+            body.len(),
+        );
+        slot.send(Outgoing::Response { head, body });
         self.ctx.metrics.pushed(kind, self.snapshot.built.elapsed());
         self.entry.update(kind, &self.state);
         Ok(())

@@ -1,0 +1,148 @@
+//! Response bodies shared across streams: the concatenated `resources` entries of one set of
+//! resources, built once per snapshot.
+//!
+//! Every stream that sends the same resources of the same snapshot (all wildcard CDS
+//! subscribers; all EDS subscribers after one assignment changed) gets a clone of the same
+//! `Bytes`, so a push to 10,000 streams copies the resource bytes once, not 10,000 times. The
+//! memo is bounded in bytes; a set that does not fit is built for its stream alone.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use xxhash_rust::xxh3::Xxh3;
+
+use super::{Resource, ResourceType};
+
+/// Bytes of bodies one snapshot keeps for sharing.
+const BUDGET: usize = 64 * 1024 * 1024;
+
+/// The memo of one snapshot.
+#[derive(Debug, Default)]
+pub struct ResponseBodies {
+    memo: Mutex<Memo>,
+}
+
+#[derive(Debug, Default)]
+struct Memo {
+    by_set: HashMap<u128, Bytes>,
+    bytes: usize,
+}
+
+impl ResponseBodies {
+    /// The body for `resources` of type `kind`.
+    pub fn get(&self, kind: ResourceType, resources: &[Arc<Resource>]) -> Bytes {
+        match resources {
+            [] => Bytes::new(),
+            [one] => one.entry.clone(),
+            _ => {
+                let key = set_key(kind, resources);
+                let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(body) = memo.by_set.get(&key) {
+                    return body.clone();
+                }
+                let body = concat(resources);
+                if memo.bytes + body.len() <= BUDGET {
+                    memo.bytes += body.len();
+                    memo.by_set.insert(key, body.clone());
+                }
+                body
+            }
+        }
+    }
+
+    /// Bodies held (for tests and debugging).
+    pub fn len(&self) -> usize {
+        self.memo
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_set
+            .len()
+    }
+
+    /// Whether no body is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Identifies a set by its names and versions, in order (a 128-bit hash: collisions are not
+/// a practical concern, and the set itself is never stored).
+fn set_key(kind: ResourceType, resources: &[Arc<Resource>]) -> u128 {
+    let mut hasher = Xxh3::new();
+    hasher.update(&[kind as u8]);
+    for r in resources {
+        hasher.update(r.name.as_bytes());
+        hasher.update(&[0]);
+        hasher.update(r.version.as_bytes());
+        hasher.update(&[0]);
+    }
+    hasher.digest128()
+}
+
+fn concat(resources: &[Arc<Resource>]) -> Bytes {
+    let mut body = BytesMut::with_capacity(resources.iter().map(|r| r.entry.len()).sum());
+    for r in resources {
+        body.extend_from_slice(&r.entry);
+    }
+    body.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+    use prost::Message;
+
+    fn resource(name: &str, body: &[u8]) -> Arc<Resource> {
+        Arc::new(Resource::new(
+            ResourceType::Cluster,
+            name.into(),
+            body.to_vec(),
+        ))
+    }
+
+    #[test]
+    fn the_same_set_shares_one_body_and_decodes_in_order() {
+        let bodies = ResponseBodies::default();
+        let set = vec![resource("a", b"1"), resource("b", b"22")];
+        let first = bodies.get(ResourceType::Cluster, &set);
+        let second = bodies.get(ResourceType::Cluster, &set.clone());
+        assert_eq!(first.as_ptr(), second.as_ptr(), "one allocation, shared");
+        assert_eq!(bodies.len(), 1);
+        let decoded = DiscoveryResponse::decode(first).unwrap();
+        let values: Vec<&[u8]> = decoded.resources.iter().map(|a| &a.value[..]).collect();
+        assert_eq!(values, [&b"1"[..], &b"22"[..]]);
+    }
+
+    #[test]
+    fn a_different_set_or_version_is_a_different_body() {
+        let bodies = ResponseBodies::default();
+        let a = bodies.get(
+            ResourceType::Cluster,
+            &[resource("a", b"1"), resource("b", b"2")],
+        );
+        let b = bodies.get(
+            ResourceType::Cluster,
+            &[resource("a", b"1"), resource("b", b"3")],
+        );
+        let c = bodies.get(
+            ResourceType::Cluster,
+            &[resource("b", b"2"), resource("a", b"1")],
+        );
+        assert_ne!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(bodies.len(), 3);
+    }
+
+    #[test]
+    fn one_resource_is_its_own_entry_without_a_copy() {
+        let bodies = ResponseBodies::default();
+        let r = resource("a", b"1");
+        assert_eq!(
+            bodies.get(ResourceType::Cluster, &[r.clone()]).as_ptr(),
+            r.entry.as_ptr()
+        );
+        assert!(bodies.is_empty());
+    }
+}
