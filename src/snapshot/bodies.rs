@@ -140,7 +140,9 @@ mod tests {
         let bodies = ResponseBodies::default();
         let r = resource("a", b"1");
         assert_eq!(
-            bodies.get(ResourceType::Cluster, &[r.clone()]).as_ptr(),
+            bodies
+                .get(ResourceType::Cluster, std::slice::from_ref(&r))
+                .as_ptr(),
             r.entry.as_ptr()
         );
         assert!(bodies.is_empty());
