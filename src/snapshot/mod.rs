@@ -118,13 +118,19 @@ pub struct Snapshot {
     pub built: Instant,
     /// The mesh config the resources were built with.
     pub mesh: MeshConfig,
-    types: [Resources; 4],
+    types: [Arc<Resources>; 4],
     bodies: bodies::ResponseBodies,
 }
 
 impl Snapshot {
     /// The resources of one type.
     pub fn resources(&self, kind: ResourceType) -> &Resources {
+        &self.types[kind.index()]
+    }
+
+    /// The resources of one type, shared: a stream keeps what it last sent as this handle
+    /// (without the rest of the snapshot), never as a copy.
+    pub fn shared_resources(&self, kind: ResourceType) -> &Arc<Resources> {
         &self.types[kind.index()]
     }
 }
@@ -165,10 +171,10 @@ impl Snapshot {
     ) -> Snapshot {
         let mut types = empty_types();
         for (kind, by_name) in resources {
-            types[kind.index()] = Resources {
+            types[kind.index()] = Arc::new(Resources {
                 version: type_version(&by_name),
                 by_name,
-            };
+            });
         }
         Snapshot {
             serial,
@@ -202,10 +208,12 @@ impl Snapshot {
     }
 }
 
-fn empty_types() -> [Resources; 4] {
-    std::array::from_fn(|_| Resources {
-        version: type_version(&BTreeMap::new()),
-        by_name: BTreeMap::new(),
+fn empty_types() -> [Arc<Resources>; 4] {
+    std::array::from_fn(|_| {
+        Arc::new(Resources {
+            version: type_version(&BTreeMap::new()),
+            by_name: BTreeMap::new(),
+        })
     })
 }
 

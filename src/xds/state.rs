@@ -3,11 +3,15 @@
 //! Pure data and rules (DESIGN.md §3), unit-tested without tonic. The stream task feeds it
 //! requests and snapshots and sends whatever [`StreamState::response_for`] returns.
 
-use std::collections::{BTreeSet, HashMap};
+mod names;
+
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use crate::snapshot::{Resource, ResourceType, Snapshot};
+pub use names::Names;
+
+use crate::snapshot::{Resource, ResourceType, Resources, Snapshot};
 
 /// A NACK: the client rejected a response.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,13 +64,18 @@ pub struct TypeState {
     pub wildcard: bool,
     /// Subscribed by an empty first request (legacy wildcard).
     legacy_wildcard: bool,
-    /// Explicitly subscribed names.
-    pub names: BTreeSet<String>,
-    /// What the client was last sent of each resource, by name (shared with the snapshot:
-    /// no per-stream copies of names or versions).
-    sent: HashMap<Arc<str>, Arc<Resource>>,
-    /// Type version of the snapshot this state was last brought up to date with.
-    synced_type_version: Option<String>,
+    /// Explicitly subscribed names (interned: shared with every stream subscribing to them).
+    pub names: Names,
+    /// The resources of this type the client holds: it was sent every subscribed resource
+    /// in them, at their version (a handle shared with the snapshot, never a copy). Each
+    /// response sends whatever differs from this, so afterwards the client holds the
+    /// snapshot's resources and this becomes them.
+    held: Option<Arc<Resources>>,
+    /// Subscribed names the client does not hold even if `held` has them: subscribed since,
+    /// or to be sent again (an assignment Envoy needs to finish warming a cluster).
+    unsent: HashSet<Box<str>>,
+    /// The subscription changed since the last response was considered.
+    dirty: bool,
     /// Nonce of the latest response.
     pub nonce: Option<String>,
     /// `version_info` of the latest response.
@@ -132,29 +141,46 @@ impl StreamState {
 
         let first = !ts.requested;
         ts.requested = true;
-        let before = (ts.wildcard, ts.names.clone());
-        if req.names.is_empty() {
+        let changed = if req.names.is_empty() {
             if first {
                 ts.legacy_wildcard = true;
                 ts.wildcard = true;
+                true
             } else if !ts.legacy_wildcard {
+                let had = ts.wildcard || !ts.names.is_empty();
                 ts.wildcard = false;
-                ts.names.clear();
+                ts.names = Names::default();
+                had
+            } else {
+                false
             }
         } else {
             ts.legacy_wildcard = false;
-            ts.wildcard = req.names.iter().any(|n| n == "*");
-            ts.names = req.names.iter().filter(|n| *n != "*").cloned().collect();
-        }
-        let changed = first || before != (ts.wildcard, ts.names.clone());
-        if changed && !ts.wildcard {
-            // Names dropped from the subscription are forgotten, so a re-subscribe resends.
-            let names = &ts.names;
-            ts.sent.retain(|name, _| names.contains(&**name));
-        }
-        if changed {
-            ts.synced_type_version = None;
-        }
+            let wildcard = req.names.iter().any(|n| n == "*");
+            let mut wanted: Vec<&str> = req
+                .names
+                .iter()
+                .map(String::as_str)
+                .filter(|n| *n != "*")
+                .collect();
+            wanted.sort_unstable();
+            wanted.dedup();
+            let changed = first || wildcard != ts.wildcard || !ts.names.equals_sorted(&wanted);
+            if changed {
+                if wildcard && !ts.wildcard {
+                    // The client held only its named resources: everything is new to it.
+                    ts.held = None;
+                }
+                if !ts.wildcard && ts.held.is_some() {
+                    let added = wanted.iter().filter(|n| !ts.names.contains(n));
+                    ts.unsent.extend(added.map(|n| Box::from(*n)));
+                }
+                ts.wildcard = wildcard;
+                ts.names = Names::of(&wanted);
+            }
+            changed
+        };
+        ts.dirty |= changed;
         (verdict, changed)
     }
 
@@ -167,11 +193,18 @@ impl StreamState {
         force: bool,
     ) -> Option<Response> {
         let ts = &mut self.types[kind as usize];
-        let resources = snapshot.resources(kind);
-        if !ts.requested || ts.synced_type_version.as_deref() == Some(resources.version.as_str()) {
+        let resources = snapshot.shared_resources(kind);
+        let current = ts
+            .held
+            .as_ref()
+            .is_some_and(|held| held.version == resources.version);
+        if !ts.requested || (current && !ts.dirty && ts.unsent.is_empty()) {
             return None;
         }
-        ts.synced_type_version = Some(resources.version.clone());
+        ts.dirty = false;
+        // Whatever is sent now, afterwards the client holds `resources`.
+        let held = ts.held.replace(resources.clone());
+        let unsent = std::mem::take(&mut ts.unsent);
         let wanted: Vec<&Arc<Resource>> = if ts.wildcard {
             resources.by_name.values().collect()
         } else {
@@ -180,36 +213,41 @@ impl StreamState {
                 .filter_map(|n| resources.by_name.get(n))
                 .collect()
         };
-        let changed =
-            |r: &&Arc<Resource>| ts.sent.get(&r.name).is_none_or(|s| s.version != r.version);
+        let held_version = |name: &str| held.as_ref()?.by_name.get(name);
+        let changed = |r: &&Arc<Resource>| {
+            unsent.contains(&*r.name)
+                || held_version(&r.name)
+                    .is_none_or(|h| !Arc::ptr_eq(h, r) && h.version != r.version)
+        };
+        let rewarming: Vec<Arc<str>>;
         let send: Vec<Arc<Resource>> = if kind.is_full_state() {
-            let differs = wanted.len() != ts.sent.len() || wanted.iter().any(changed);
+            let held_count = match &held {
+                None => 0,
+                Some(h) if ts.wildcard => h.by_name.len(),
+                Some(h) => ts
+                    .names
+                    .iter()
+                    .filter(|n| h.by_name.contains_key(*n))
+                    .count(),
+            };
+            rewarming = wanted
+                .iter()
+                .filter(|r| changed(r))
+                .map(|r| r.name.clone())
+                .collect();
+            let differs = held_count != wanted.len() || !rewarming.is_empty();
             if !differs && !force {
                 return None;
             }
             wanted.into_iter().cloned().collect()
         } else {
+            rewarming = Vec::new();
             let send: Vec<Arc<Resource>> = wanted.into_iter().filter(changed).cloned().collect();
-            // Forget resources that are gone, so one that comes back is sent again.
-            ts.sent
-                .retain(|name, _| resources.by_name.contains_key(&**name));
             if send.is_empty() {
                 return None;
             }
             send
         };
-        let mut rewarming = Vec::new();
-        if kind.is_full_state() {
-            for r in &send {
-                if ts.sent.get(&r.name).is_none_or(|s| s.version != r.version) {
-                    rewarming.push(r.name.clone());
-                }
-            }
-            ts.sent.clear();
-        }
-        for r in &send {
-            ts.sent.insert(r.name.clone(), r.clone());
-        }
         self.responses += 1;
         let nonce = self.responses.to_string();
         ts.nonce = Some(nonce.clone());
@@ -226,10 +264,9 @@ impl StreamState {
             // its EDS request for an already subscribed name looks like an ACK. So the
             // assignment of every new or changed cluster is sent again after the CDS response.
             let eds = &mut self.types[ResourceType::Endpoint as usize];
-            for name in &rewarming {
-                eds.sent.remove(name);
+            if eds.held.is_some() {
+                eds.unsent.extend(rewarming.iter().map(|n| Box::from(&**n)));
             }
-            eds.synced_type_version = None;
         }
         Some(response)
     }

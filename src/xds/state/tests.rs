@@ -107,10 +107,7 @@ fn stale_nonce_is_ignored_whole() {
     let (v, consider) = st.on_request(EDS, &req(&first.nonce, &a));
     assert_eq!(v, Verdict::Stale);
     assert!(!consider);
-    assert_eq!(
-        st.get(EDS).names,
-        ["a", "b"].iter().map(|s| s.to_string()).collect()
-    );
+    assert_eq!(st.get(EDS).names.iter().collect::<Vec<_>>(), ["a", "b"]);
 }
 
 #[test]
@@ -303,4 +300,43 @@ fn a_request_that_changes_cds_is_followed_by_the_pending_assignments() {
     let rs = st.responses_after_request(CDS, &s, true);
     assert_eq!(rs.iter().map(|r| r.kind).collect::<Vec<_>>(), [CDS]);
     assert_eq!(sent_names(&rs[0]), ["a", "b"]);
+}
+
+#[test]
+fn a_name_dropped_and_subscribed_again_is_sent_again_unchanged() {
+    let s = snap(1, &[(EDS, "a", "1"), (EDS, "b", "1")]);
+    let mut st = StreamState::default();
+    let both = names(&["a", "b"]);
+    st.on_request(EDS, &req("", &both));
+    let first = st.response_for(EDS, &s, true).unwrap();
+    assert_eq!(sent_names(&first), ["a", "b"]);
+    let a = names(&["a"]);
+    st.on_request(EDS, &req(&first.nonce, &a));
+    assert!(
+        st.response_for(EDS, &s, true).is_none(),
+        "nothing new for a"
+    );
+    let (_, consider) = st.on_request(EDS, &req(&first.nonce, &both));
+    assert!(consider);
+    let again = st.response_for(EDS, &s, true).unwrap();
+    assert_eq!(
+        sent_names(&again),
+        ["b"],
+        "b was dropped, so the client no longer has it"
+    );
+}
+
+#[test]
+fn switching_from_names_to_wildcard_sends_everything_once() {
+    let s = snap(1, &[(EDS, "a", "1"), (EDS, "b", "1")]);
+    let mut st = StreamState::default();
+    let a = names(&["a"]);
+    st.on_request(EDS, &req("", &a));
+    let first = st.response_for(EDS, &s, true).unwrap();
+    let star = names(&["*"]);
+    st.on_request(EDS, &req(&first.nonce, &star));
+    let all = st.response_for(EDS, &s, true).unwrap();
+    assert_eq!(sent_names(&all), ["a", "b"]);
+    st.on_request(EDS, &req(&all.nonce, &star));
+    assert!(st.response_for(EDS, &s, true).is_none());
 }
