@@ -14,10 +14,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
-use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -45,12 +43,54 @@ pub struct LoadConfig {
     pub ramp: Duration,
 }
 
-/// Only the first field of a Cluster (`name`) or ClusterLoadAssignment (`cluster_name`): the
-/// simulated proxy needs the names, not the config, and skips the rest cheaply.
+/// The fields of a `DiscoveryResponse` a simulated proxy reads: it needs the names of the
+/// resources, not their config, and prost skips the rest without copying it (the same wire
+/// bytes, decoded with fewer fields).
+#[derive(Clone, PartialEq, prost::Message)]
+struct ResponseSummary {
+    #[prost(string, tag = "1")]
+    version_info: String,
+    #[prost(message, repeated, tag = "2")]
+    resources: Vec<AnySummary>,
+    #[prost(string, tag = "4")]
+    type_url: String,
+    #[prost(string, tag = "5")]
+    nonce: String,
+}
+
+/// An `Any` whose `value` (bytes on the wire) is read as the message it holds.
+#[derive(Clone, PartialEq, prost::Message)]
+struct AnySummary {
+    #[prost(message, optional, tag = "2")]
+    value: Option<NameOnly>,
+}
+
+/// Only the first field of a Cluster (`name`) or ClusterLoadAssignment (`cluster_name`).
 #[derive(Clone, PartialEq, prost::Message)]
 struct NameOnly {
     #[prost(string, tag = "1")]
     name: String,
+}
+
+const ADS_METHOD: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+
+/// Opens an ADS stream whose responses decode as [`ResponseSummary`].
+async fn open_ads(
+    channel: Channel,
+    requests: ReceiverStream<DiscoveryRequest>,
+) -> Result<tonic::Streaming<ResponseSummary>, tonic::Status> {
+    let mut grpc =
+        tonic::client::Grpc::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("connection not ready: {e}")))?;
+    let codec = tonic_prost::ProstCodec::<DiscoveryRequest, ResponseSummary>::default();
+    let path = http::uri::PathAndQuery::from_static(ADS_METHOD);
+    Ok(grpc
+        .streaming(tonic::Request::new(requests), path, codec)
+        .await?
+        .into_inner())
 }
 
 enum Observation {
@@ -222,13 +262,8 @@ async fn proxy(
             ..Default::default()
         })
         .await;
-    let mut client =
-        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
-    let mut responses = match client
-        .stream_aggregated_resources(ReceiverStream::new(rx))
-        .await
-    {
-        Ok(r) => r.into_inner(),
+    let mut responses = match open_ads(channel, ReceiverStream::new(rx)).await {
+        Ok(r) => r,
         Err(status) => {
             let _ = events.send(Observation::Ended(format!("{:?}", status.code())));
             return;
@@ -246,7 +281,7 @@ async fn proxy(
             _ = stop.cancelled() => return,
             m = responses.message() => m,
         };
-        let response: DiscoveryResponse = match message {
+        let response: ResponseSummary = match message {
             Ok(Some(r)) => r,
             Ok(None) => {
                 let _ = events.send(Observation::Ended("closed without status".to_string()));
@@ -265,7 +300,7 @@ async fn proxy(
         let names: Vec<String> = response
             .resources
             .iter()
-            .filter_map(|any| NameOnly::decode(any.value.as_slice()).ok().map(|n| n.name))
+            .filter_map(|any| any.value.as_ref().map(|n| n.name.clone()))
             .collect();
         let ack_names = if response.type_url == eds {
             eds_names.clone()
