@@ -5,11 +5,6 @@ use clap::Parser;
 use revplane::cli::{Cli, Command};
 use tracing_subscriber::EnvFilter;
 
-/// Building a snapshot makes and frees many small allocations (names, addresses, protos);
-/// mimalloc serves them markedly faster than the system allocator.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Default log filter. kube-client logs every failed request at ERROR; the source reports the
 /// same failure once, with what to do, so those lines are left out unless asked for.
 const DEFAULT_LOG: &str = "info,kube_client::client::builder=off";
