@@ -33,6 +33,63 @@ pub async fn serve<S>(ctx: Arc<XdsContext>, mut requests: S, out: Out)
 where
     S: Stream<Item = Result<DiscoveryRequest, Status>> + Unpin + Send,
 {
+    // Boxed, as are request handling and pushes below: their futures are freed when done, so
+    // an idle stream's task holds only the loop's own state.
+    let Some(Opened {
+        mut stream,
+        first,
+        mut snapshots,
+        connected: _connected,
+    }) = Box::pin(open(&ctx, &mut requests, out)).await
+    else {
+        return;
+    };
+    let node_id = stream.node_id.clone();
+    let end = match Box::pin(stream.handle(first)).await {
+        Err(end) => end,
+        Ok(()) => loop {
+            tokio::select! {
+                biased;
+                _ = ctx.shutdown.cancelled() => break End::Status(shutting_down(&ctx)),
+                request = requests.next() => match request {
+                    Some(Ok(request)) => if let Err(end) = Box::pin(stream.handle(request)).await { break end },
+                    Some(Err(status)) => break End::Status(malformed(status)),
+                    None => break End::Gone,
+                },
+                _ = sleep_until(stream.push_deadline()) => {
+                    tracing::debug!(node = %node_id, "no ACK within the push timeout; giving the permit back");
+                    stream.push = None;
+                }
+                changed = snapshots.changed() => {
+                    if changed.is_err() { break End::Status(shutting_down(&ctx)) }
+                    let next = snapshots.borrow_and_update().clone();
+                    if let Some(next) = next {
+                        if let Err(end) = Box::pin(stream.push(next)).await { break end }
+                    }
+                }
+            }
+        },
+    };
+    tracing::info!(node = %node_id, "proxy disconnected");
+    if let End::Status(status) = end {
+        let _ = stream.out.send(Outgoing::End(status)).await;
+    }
+}
+
+/// An admitted stream, ready for its first request.
+struct Opened {
+    stream: AdsStream,
+    first: DiscoveryRequest,
+    snapshots: crate::snapshot::publisher::SnapshotReceiver,
+    connected: Connected,
+}
+
+/// The first request, the revision gate, admission and the first snapshot; `None` when the
+/// stream ended on the way (its status already sent).
+async fn open<S>(ctx: &Arc<XdsContext>, requests: &mut S, out: Out) -> Option<Opened>
+where
+    S: Stream<Item = Result<DiscoveryRequest, Status>> + Unpin + Send,
+{
     let first = tokio::select! {
         first = tokio::time::timeout(FIRST_REQUEST_TIMEOUT, requests.next()) => match first {
             Ok(first) => first,
@@ -40,18 +97,18 @@ where
                 let _ = out.send(Outgoing::End(Status::deadline_exceeded(format!(
                     "no DiscoveryRequest within {FIRST_REQUEST_TIMEOUT:?} of opening the stream"
                 )))).await;
-                return;
+                return None;
             }
         },
-        _ = ctx.shutdown.cancelled() => return,
+        _ = ctx.shutdown.cancelled() => return None,
     };
     let first = match first {
         Some(Ok(first)) => first,
         Some(Err(status)) => {
             let _ = out.send(Outgoing::End(malformed(status))).await;
-            return;
+            return None;
         }
-        None => return,
+        None => return None,
     };
     let identity = match ctx.gate.admit(first.node.as_ref()) {
         Ok(identity) => identity,
@@ -59,23 +116,23 @@ where
             ctx.metrics.rejected(rejection.reason());
             ctx.rejections.log(&rejection, ctx.gate.revision().as_str());
             let _ = out.send(Outgoing::End(rejection.to_status())).await;
-            return;
+            return None;
         }
     };
     // Admission after the (cheap) gate, so misrouted proxies do not use up the queue.
     let admitted = tokio::select! {
         admitted = ctx.admission.admit() => admitted,
-        _ = ctx.shutdown.cancelled() => return,
+        _ = ctx.shutdown.cancelled() => return None,
     };
     if let Err(overloaded) = admitted {
         ctx.metrics.rejected("overloaded");
         tracing::warn!("{overloaded}");
         let _ = out.send(Outgoing::End(overloaded.to_status())).await;
-        return;
+        return None;
     }
     let entry = ctx.proxies.register(&identity);
     ctx.metrics.connected_proxies.inc();
-    let _connected = Connected(ctx.clone());
+    let connected = Connected(ctx.clone());
     tracing::info!(node = %identity.node_id, "proxy connected");
 
     let mut snapshots = ctx.snapshots.clone();
@@ -85,14 +142,14 @@ where
             break s;
         }
         tokio::select! {
-            changed = snapshots.changed() => if changed.is_err() { return },
+            changed = snapshots.changed() => if changed.is_err() { return None },
             _ = ctx.shutdown.cancelled() => {
                 let _ = out.send(Outgoing::End(shutting_down(&ctx))).await;
-                return;
+                return None;
             }
         }
     };
-    let mut stream = AdsStream {
+    let stream = AdsStream {
         ctx: ctx.clone(),
         state: StreamState::default(),
         snapshot,
@@ -102,35 +159,12 @@ where
         push: None,
         unanswered: [false; 4],
     };
-    let end = match stream.handle(first).await {
-        Err(end) => end,
-        Ok(()) => loop {
-            tokio::select! {
-                biased;
-                _ = ctx.shutdown.cancelled() => break End::Status(shutting_down(&ctx)),
-                request = requests.next() => match request {
-                    Some(Ok(request)) => if let Err(end) = stream.handle(request).await { break end },
-                    Some(Err(status)) => break End::Status(malformed(status)),
-                    None => break End::Gone,
-                },
-                _ = sleep_until(stream.push_deadline()) => {
-                    tracing::debug!(node = %identity.node_id, "no ACK within the push timeout; giving the permit back");
-                    stream.push = None;
-                }
-                changed = snapshots.changed() => {
-                    if changed.is_err() { break End::Status(shutting_down(&ctx)) }
-                    let next = snapshots.borrow_and_update().clone();
-                    if let Some(next) = next {
-                        if let Err(end) = stream.push(next).await { break end }
-                    }
-                }
-            }
-        },
-    };
-    tracing::info!(node = %identity.node_id, "proxy disconnected");
-    if let End::Status(status) = end {
-        let _ = stream.out.send(Outgoing::End(status)).await;
-    }
+    Some(Opened {
+        stream,
+        first,
+        snapshots,
+        connected,
+    })
 }
 
 /// Decrements the connected gauge when the stream ends, however it ends.
