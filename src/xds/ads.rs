@@ -33,15 +33,21 @@ const DELTA: &str =
 /// What a stream task hands to its response body.
 #[derive(Debug)]
 pub enum Outgoing {
-    /// One `DiscoveryResponse`: the per-stream head and the shared body.
-    Response {
-        /// gRPC prefix and per-stream fields.
-        head: Bytes,
-        /// The shared `resources` entries.
-        body: Bytes,
-    },
+    /// One `DiscoveryResponse`.
+    Response(Box<Framed>),
     /// The stream ends with this status.
     End(Status),
+}
+
+/// One `DiscoveryResponse`, framed: the per-stream head and the shared body. Boxed in
+/// [`Outgoing`]: the queue's memory is allocated in blocks of 32 slots per stream, so its
+/// element stays pointer-sized.
+#[derive(Debug)]
+pub struct Framed {
+    /// gRPC prefix and per-stream fields.
+    pub head: Bytes,
+    /// The shared `resources` entries.
+    pub body: Bytes,
 }
 
 /// The sending side of a stream's response body.
@@ -171,7 +177,8 @@ impl Body for ResponseBody {
             return Poll::Ready(None);
         };
         let status = match ready!(rx.poll_recv(cx)) {
-            Some(Outgoing::Response { head, body }) => {
+            Some(Outgoing::Response(framed)) => {
+                let Framed { head, body } = *framed;
                 if !body.is_empty() {
                     self.pending = Some(body);
                 }

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tonic::Status;
 
 use super::admission::PUSH_ACK_TIMEOUT;
-use super::ads::{Out, Outgoing};
+use super::ads::{Framed, Out, Outgoing};
 use super::proxies::ProxyEntry;
 use super::state::{RequestView, Response, StreamState, Verdict};
 use super::wire::response_head;
@@ -315,7 +315,7 @@ impl AdsStream {
             &self.ctx.control_plane_id,
             body.len(),
         );
-        slot.send(Outgoing::Response { head, body });
+        slot.send(Outgoing::Response(Box::new(Framed { head, body })));
         self.ctx.metrics.pushed(kind, self.snapshot.built.elapsed());
         self.entry.update(kind, &self.state);
         Ok(())
