@@ -17,7 +17,7 @@ pub mod endpoint;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 
-use crate::catalog::{Catalog, EndpointSlice, Service, ServiceKind};
+use crate::catalog::{Catalog, EndpointSlice, Service, ServiceKind, ServicePort};
 
 pub use crate::mesh::{LbPolicy, MeshConfig};
 
@@ -53,25 +53,15 @@ pub fn translate_service<'a>(
     slices: impl Iterator<Item = &'a EndpointSlice> + Clone,
     mesh: &MeshConfig,
 ) -> ServiceConfig {
-    let mut out = ServiceConfig::default();
+    let mut out = Translation::default();
     for port in &service.ports {
         let name = cluster::cluster_name(service, port.port, &mesh.domain);
-        match &service.kind {
-            ServiceKind::ExternalName(host) => {
-                out.clusters
-                    .push(cluster::dns_cluster(name, host, port, mesh));
-            }
-            ServiceKind::ClusterIp | ServiceKind::Headless => {
-                out.load_assignments.push(endpoint::load_assignment(
-                    name.clone(),
-                    port,
-                    slices.clone(),
-                ));
-                out.clusters.push(cluster::eds_cluster(name, port, mesh));
-            }
-        }
+        out.push_port(name, service, port, slices.clone(), mesh);
     }
-    out
+    ServiceConfig {
+        clusters: out.clusters,
+        load_assignments: out.load_assignments,
+    }
 }
 
 /// Translates the whole catalog, shaped by its mesh config: only services of namespaces the
@@ -79,16 +69,50 @@ pub fn translate_service<'a>(
 /// `snapshot::SnapshotBuilder`, which skips unchanged services; this is the reference.)
 pub fn translate(catalog: &Catalog) -> Translation {
     let mesh = catalog.mesh();
-    let mut out = Translation::default();
-    for service in admitted_services(catalog) {
-        let config = translate_service(service, catalog.slices_of(&service.key), mesh);
-        out.clusters.extend(config.clusters);
-        out.load_assignments.extend(config.load_assignments);
+    // A Cluster is large: order the cluster names first, then translate each port straight
+    // into place, rather than sorting the translated protos. The sort is stable, so ports
+    // of equal names keep the catalog's order, as before.
+    let mut ports: Vec<(String, &Service, &ServicePort)> = admitted_services(catalog)
+        .flat_map(|service| {
+            service.ports.iter().map(move |port| {
+                let name = cluster::cluster_name(service, port.port, &mesh.domain);
+                (name, service, port)
+            })
+        })
+        .collect();
+    ports.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = Translation {
+        clusters: Vec::with_capacity(ports.len()),
+        load_assignments: Vec::with_capacity(ports.len()),
+    };
+    for (name, service, port) in ports {
+        out.push_port(name, service, port, catalog.slices_of(&service.key), mesh);
     }
-    out.clusters.sort_by(|a, b| a.name.cmp(&b.name));
-    out.load_assignments
-        .sort_by(|a, b| a.cluster_name.cmp(&b.cluster_name));
     out
+}
+
+impl Translation {
+    /// Appends the cluster (and assignment, for EDS) of one service port named `name`.
+    fn push_port<'a>(
+        &mut self,
+        name: String,
+        service: &Service,
+        port: &ServicePort,
+        slices: impl Iterator<Item = &'a EndpointSlice>,
+        mesh: &MeshConfig,
+    ) {
+        match &service.kind {
+            ServiceKind::ExternalName(host) => {
+                self.clusters
+                    .push(cluster::dns_cluster(name, host, port, mesh));
+            }
+            ServiceKind::ClusterIp | ServiceKind::Headless => {
+                self.load_assignments
+                    .push(endpoint::load_assignment(name.clone(), port, slices));
+                self.clusters.push(cluster::eds_cluster(name, port, mesh));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
