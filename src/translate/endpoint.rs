@@ -4,8 +4,7 @@
 //! matched to the service port **by name**; several slices of one service are merged and
 //! duplicates dropped; the result is sorted so equal inputs give byte-equal output.
 
-use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use envoy_types::pb::envoy::config::core::v3::{
     address::Address as AddressKind, socket_address::PortSpecifier, Address, SocketAddress,
@@ -22,7 +21,7 @@ pub fn load_assignment<'a>(
     port: &ServicePort,
     slices: impl Iterator<Item = &'a EndpointSlice>,
 ) -> ClusterLoadAssignment {
-    let mut addresses: BTreeSet<SocketAddr> = BTreeSet::new();
+    let mut addresses: Vec<SocketAddr> = Vec::new();
     for slice in slices {
         let Some(slice_port) = slice.ports.iter().find(|p| p.name == port.name) else {
             continue;
@@ -36,11 +35,39 @@ pub fn load_assignment<'a>(
             );
         }
     }
+    addresses.sort_unstable();
+    addresses.dedup();
     let lb_endpoints = addresses
         .into_iter()
-        .map(|a| lb_endpoint(a.ip().to_string(), a.port()))
+        .map(|a| lb_endpoint(ip_string(a.ip()), a.port()))
         .collect();
     with_endpoints(cluster_name, lb_endpoints)
+}
+
+/// The text of an IP address. IPv4 (the common case, once per endpoint) is written into a
+/// string allocated once at its final size, where `to_string` grows it as it writes.
+fn ip_string(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut text = String::with_capacity("255.255.255.255".len());
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        push_decimal(&mut text, octet);
+    }
+    text
+}
+
+fn push_decimal(text: &mut String, n: u8) {
+    if n >= 100 {
+        text.push(char::from(b'0' + n / 100));
+    }
+    if n >= 10 {
+        text.push(char::from(b'0' + n / 10 % 10));
+    }
+    text.push(char::from(b'0' + n % 10));
 }
 
 /// The inline load assignment of a DNS cluster: one host name and port.
@@ -190,5 +217,19 @@ mod tests {
         let la = load_assignment("c".into(), &port("http"), std::iter::empty());
         assert_eq!(la.cluster_name, "c");
         assert!(la.endpoints.is_empty());
+    }
+
+    #[test]
+    fn addresses_are_written_as_std_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "10.0.9.99",
+            "192.168.100.255",
+            "fd00::1",
+            "::ffff:10.0.0.1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_string(ip), ip.to_string());
+        }
     }
 }
