@@ -8,11 +8,12 @@
 //! receive it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
 use prost::Message;
+use xxhash_rust::xxh3::Xxh3Default;
 
 use super::{Resource, ResourceType, Snapshot};
 use crate::catalog::{Catalog, ObjectKey};
@@ -125,8 +126,10 @@ impl SnapshotBuilder {
     }
 }
 
-fn hash_of(feed: impl FnOnce(&mut DefaultHasher)) -> u64 {
-    let mut hasher = DefaultHasher::new();
+/// A hash of what `feed` writes. The hashes are only compared within this process, so the
+/// hasher is chosen for speed (SipHash's flooding resistance buys nothing here).
+fn hash_of(feed: impl FnOnce(&mut Xxh3Default)) -> u64 {
+    let mut hasher = Xxh3Default::new();
     feed(&mut hasher);
     hasher.finish()
 }
