@@ -16,7 +16,7 @@ use prost::Message;
 use xxhash_rust::xxh3::Xxh3Default;
 
 use super::{Resource, ResourceType, Snapshot};
-use crate::catalog::{Catalog, ObjectKey};
+use crate::catalog::{Catalog, EndpointSlice, ObjectKey};
 use crate::translate::{admitted_services, translate_service};
 
 /// Encoded resources of one service from the last build, with hashes of what shaped them.
@@ -45,11 +45,13 @@ impl SnapshotBuilder {
     /// The snapshot of `catalog` as it is now.
     pub fn build(&mut self, serial: u64, catalog: &Catalog) -> Snapshot {
         let mesh = catalog.mesh();
-        let mut clusters = BTreeMap::new();
-        let mut load_assignments = BTreeMap::new();
+        // Gathered unordered and sorted once at the end: cheaper than inserting one by one.
+        let mut clusters = Vec::with_capacity(self.by_service.len());
+        let mut load_assignments = Vec::with_capacity(self.by_service.len());
         let mut next = HashMap::with_capacity(self.by_service.len());
         for service in admitted_services(catalog) {
-            let slices = catalog.slices_of(&service.key);
+            // Looked up once, read twice (hashed, then translated if changed).
+            let slices: Vec<&EndpointSlice> = catalog.slices_of(&service.key).collect();
             // Clusters depend on the service and the mesh config; assignments on the service,
             // its slices and the domain (part of their names).
             let cluster_inputs = hash_of(|h| {
@@ -58,7 +60,7 @@ impl SnapshotBuilder {
             });
             let endpoint_inputs = hash_of(|h| {
                 service.hash(h);
-                slices.clone().for_each(|s| s.hash(h));
+                slices.iter().for_each(|s| s.hash(h));
                 mesh.domain.hash(h);
             });
             let built = match self.by_service.remove(&service.key) {
@@ -69,7 +71,7 @@ impl SnapshotBuilder {
                     b
                 }
                 previous => {
-                    let config = translate_service(service, slices, mesh);
+                    let config = translate_service(service, slices.iter().copied(), mesh);
                     let (old_clusters, old_assignments) = match previous {
                         Some(b) => (
                             (b.cluster_inputs == cluster_inputs).then_some(b.clusters),
@@ -97,12 +99,8 @@ impl SnapshotBuilder {
                     }
                 }
             };
-            for r in &built.clusters {
-                clusters.insert(r.name.to_string(), r.clone());
-            }
-            for r in &built.load_assignments {
-                load_assignments.insert(r.name.to_string(), r.clone());
-            }
+            clusters.extend(built.clusters.iter().map(by_name));
+            load_assignments.extend(built.load_assignments.iter().map(by_name));
             next.insert(service.key.clone(), built);
         }
         self.by_service = next;
@@ -110,8 +108,11 @@ impl SnapshotBuilder {
             serial,
             mesh.clone(),
             vec![
-                (ResourceType::Cluster, clusters),
-                (ResourceType::Endpoint, load_assignments),
+                (ResourceType::Cluster, BTreeMap::from_iter(clusters)),
+                (
+                    ResourceType::Endpoint,
+                    BTreeMap::from_iter(load_assignments),
+                ),
             ],
         )
     }
@@ -124,6 +125,10 @@ impl SnapshotBuilder {
             message.encode_to_vec(),
         ))
     }
+}
+
+fn by_name(r: &Arc<Resource>) -> (String, Arc<Resource>) {
+    (r.name.to_string(), r.clone())
 }
 
 /// A hash of what `feed` writes. The hashes are only compared within this process, so the
