@@ -14,6 +14,10 @@ use revplane::catalog::{Catalog, Object};
 use revplane::snapshot::builder::SnapshotBuilder;
 use revplane::translate::translate;
 
+/// The allocator of the `revplane` binary (src/main.rs), so the figures are the server's.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// 10,000 under `cargo bench`; 100 when `cargo test` runs the bench once as a smoke test.
 fn services() -> usize {
     let default = if std::env::args().any(|a| a == "--bench") {
