@@ -80,8 +80,7 @@ async fn open_ads(
     channel: Channel,
     requests: ReceiverStream<DiscoveryRequest>,
 ) -> Result<tonic::Streaming<ResponseSummary>, tonic::Status> {
-    let mut grpc =
-        tonic::client::Grpc::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(64 * 1024 * 1024);
     grpc.ready()
         .await
         .map_err(|e| tonic::Status::unavailable(format!("connection not ready: {e}")))?;
