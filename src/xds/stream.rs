@@ -144,7 +144,7 @@ where
         tokio::select! {
             changed = snapshots.changed() => if changed.is_err() { return None },
             _ = ctx.shutdown.cancelled() => {
-                let _ = out.send(Outgoing::End(shutting_down(&ctx))).await;
+                let _ = out.send(Outgoing::End(shutting_down(ctx))).await;
                 return None;
             }
         }
