@@ -5,7 +5,8 @@
 //! smoke test and asserts nothing about time. Sizes can be overridden:
 //! `REVPLANE_BENCH_IDLE=1000,5000,10000`, `REVPLANE_BENCH_STORM=5000`,
 //! `REVPLANE_BENCH_FANOUT=10000`, `REVPLANE_BENCH_CHURN=1000` (proxies),
-//! `REVPLANE_BENCH_CHURN_SECS=60`, `REVPLANE_BENCH_ONLY=idle|storm|fanout|churn`.
+//! `REVPLANE_BENCH_CHURN_SECS=60`, `REVPLANE_BENCH_ONLY=idle|storm|fanout|churn`;
+//! `REVPLANE_BENCH_SERVER_ARGS="--push-concurrency 2048"` adds flags to `revplane serve`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -85,6 +86,11 @@ impl Server {
                 "--debounce-after",
                 debounce,
             ])
+            .args(
+                std::env::var("REVPLANE_BENCH_SERVER_ARGS")
+                    .unwrap_or_default()
+                    .split_whitespace(),
+            )
             .env("REVPLANE_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
