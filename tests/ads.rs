@@ -380,3 +380,34 @@ async fn pushes_in_flight_are_bounded_until_proxies_ack() {
     assert_eq!(names(&cds_b).len(), 4, "B is served once A answered");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn delta_xds_is_refused_with_unimplemented_and_a_hint() {
+    use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+    use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+
+    let server = start("canary", &example_mesh()).await;
+    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{}", server.xds_addr))
+        .await
+        .unwrap();
+    let first = DeltaDiscoveryRequest {
+        node: Some(node("proxy-delta", &[("REVISION", "canary")])),
+        type_url: CDS.to_string(),
+        ..Default::default()
+    };
+    let status = match client
+        .delta_aggregated_resources(tokio_stream::iter([first]))
+        .await
+    {
+        Err(status) => status,
+        Ok(response) => response.into_inner().message().await.unwrap_err(),
+    };
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    assert!(status.message().contains("state-of-the-world"), "{status:?}");
+    // State-of-the-world streams are served as ever.
+    let mut sotw = AdsClient::open(&server, first_cds("proxy-sotw", "canary"))
+        .await
+        .unwrap();
+    assert_eq!(sotw.recv().await.unwrap().type_url, CDS);
+    server.stop().await;
+}
