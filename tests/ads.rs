@@ -387,9 +387,10 @@ async fn delta_xds_is_refused_with_unimplemented_and_a_hint() {
     use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 
     let server = start("canary", &example_mesh()).await;
-    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{}", server.xds_addr))
-        .await
-        .unwrap();
+    let mut client =
+        AggregatedDiscoveryServiceClient::connect(format!("http://{}", server.xds_addr))
+            .await
+            .unwrap();
     let first = DeltaDiscoveryRequest {
         node: Some(node("proxy-delta", &[("REVISION", "canary")])),
         type_url: CDS.to_string(),
@@ -403,7 +404,10 @@ async fn delta_xds_is_refused_with_unimplemented_and_a_hint() {
         Ok(response) => response.into_inner().message().await.unwrap_err(),
     };
     assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
-    assert!(status.message().contains("state-of-the-world"), "{status:?}");
+    assert!(
+        status.message().contains("state-of-the-world"),
+        "{status:?}"
+    );
     // State-of-the-world streams are served as ever.
     let mut sotw = AdsClient::open(&server, first_cds("proxy-sotw", "canary"))
         .await

@@ -10,6 +10,7 @@
 pub mod bodies;
 pub mod builder;
 pub mod publisher;
+pub mod selections;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -107,6 +108,15 @@ pub struct Resources {
     pub version: String,
     /// Resources by name.
     pub by_name: BTreeMap<String, Arc<Resource>>,
+    /// What subscribed name lists select (memoized).
+    selections: selections::Selections,
+}
+
+impl Resources {
+    /// The resources `names` (sorted) names, in its order; looked up once per list.
+    pub fn select(&self, names: &selections::NameList) -> Arc<[Arc<Resource>]> {
+        self.selections.get(names, &self.by_name)
+    }
 }
 
 /// An immutable, versioned set of encoded resources of every type.
@@ -174,6 +184,7 @@ impl Snapshot {
             types[kind.index()] = Arc::new(Resources {
                 version: type_version(&by_name),
                 by_name,
+                selections: Default::default(),
             });
         }
         Snapshot {
@@ -213,6 +224,7 @@ fn empty_types() -> [Arc<Resources>; 4] {
         Arc::new(Resources {
             version: type_version(&BTreeMap::new()),
             by_name: BTreeMap::new(),
+            selections: Default::default(),
         })
     })
 }

@@ -205,13 +205,14 @@ impl StreamState {
         // Whatever is sent now, afterwards the client holds `resources`.
         let held = ts.held.replace(resources.clone());
         let unsent = std::mem::take(&mut ts.unsent);
+        let selected;
         let wanted: Vec<&Arc<Resource>> = if ts.wildcard {
             resources.by_name.values().collect()
+        } else if let Some(list) = ts.names.list() {
+            selected = resources.select(list);
+            selected.iter().collect()
         } else {
-            ts.names
-                .iter()
-                .filter_map(|n| resources.by_name.get(n))
-                .collect()
+            Vec::new()
         };
         let held_version = |name: &str| held.as_ref()?.by_name.get(name);
         let changed = |r: &&Arc<Resource>| {

@@ -40,6 +40,11 @@ impl Names {
         self.slice().iter().map(|n| &**n)
     }
 
+    /// The shared list itself (`None` when empty).
+    pub fn list(&self) -> Option<&Arc<[Box<str>]>> {
+        self.0.as_ref()
+    }
+
     /// Number of names.
     pub fn len(&self) -> usize {
         self.slice().len()

@@ -1,0 +1,96 @@
+//! The resources a subscribed name list selects, memoized per list for one snapshot.
+//!
+//! Proxies of a mesh subscribe to EDS with the same list of cluster names (interned, so the
+//! same `Arc`): looking 1,000 names up in the snapshot is done once per list and snapshot,
+//! not once per stream.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use super::Resource;
+
+/// A sorted list of names, shared by everything that holds it.
+pub type NameList = Arc<[Box<str>]>;
+
+/// Lists memoized per snapshot and type at most; further lists are looked up per stream.
+const MAX_LISTS: usize = 1024;
+
+/// The memo of one type of one snapshot.
+#[derive(Default)]
+pub struct Selections {
+    /// By the list's address; the entry holds the list, so the address is not reused while
+    /// the entry exists.
+    memo: Mutex<HashMap<usize, (NameList, Arc<[Arc<Resource>]>)>>,
+}
+
+impl Selections {
+    /// The resources of `by_name` that `names` names, in the list's order.
+    pub fn get(
+        &self,
+        names: &NameList,
+        by_name: &BTreeMap<String, Arc<Resource>>,
+    ) -> Arc<[Arc<Resource>]> {
+        let key = Arc::as_ptr(names) as *const u8 as usize;
+        let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, selected)) = memo.get(&key) {
+            return selected.clone();
+        }
+        let selected: Arc<[Arc<Resource>]> = names
+            .iter()
+            .filter_map(|n| by_name.get(&**n).cloned())
+            .collect();
+        if memo.len() < MAX_LISTS {
+            memo.insert(key, (names.clone(), selected.clone()));
+        }
+        selected
+    }
+}
+
+impl std::fmt::Debug for Selections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let lists = self.memo.lock().map(|m| m.len()).unwrap_or_default();
+        write!(f, "Selections({lists} lists)")
+    }
+}
+
+/// A memo is a cache: copies start empty.
+impl Clone for Selections {
+    fn clone(&self) -> Self {
+        Selections::default()
+    }
+}
+
+/// A memo is a cache: it never makes two sets of resources differ.
+impl PartialEq for Selections {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Selections {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::ResourceType;
+
+    #[test]
+    fn a_list_is_looked_up_once_and_skips_missing_names() {
+        let by_name: BTreeMap<String, Arc<Resource>> = ["a", "b"]
+            .iter()
+            .map(|n| {
+                let r = Resource::new(ResourceType::Endpoint, n.to_string(), b"x".to_vec());
+                (n.to_string(), Arc::new(r))
+            })
+            .collect();
+        let selections = Selections::default();
+        let names: NameList = ["a", "late", "b"].iter().map(|n| Box::from(*n)).collect();
+        let first = selections.get(&names, &by_name);
+        let again = selections.get(&names, &by_name);
+        assert!(Arc::ptr_eq(&first, &again));
+        let got: Vec<&str> = first.iter().map(|r| &*r.name).collect();
+        assert_eq!(got, ["a", "b"]);
+        let other: NameList = ["b"].iter().map(|n| Box::from(*n)).collect();
+        assert_eq!(selections.get(&other, &by_name).len(), 1);
+    }
+}
