@@ -114,7 +114,7 @@ pub struct Resources {
 
 impl Resources {
     /// The resources `names` (sorted) names, in its order; looked up once per list.
-    pub fn select(&self, names: &selections::NameList) -> Arc<[Arc<Resource>]> {
+    pub fn select(&self, names: &selections::NameList) -> selections::Selected {
         self.selections.get(names, &self.by_name)
     }
 }

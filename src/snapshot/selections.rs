@@ -15,27 +15,26 @@ pub type NameList = Arc<[Box<str>]>;
 /// Lists memoized per snapshot and type at most; further lists are looked up per stream.
 const MAX_LISTS: usize = 1024;
 
+/// The resources one list selects, in its order.
+pub type Selected = Arc<[Arc<Resource>]>;
+
 /// The memo of one type of one snapshot.
 #[derive(Default)]
 pub struct Selections {
     /// By the list's address; the entry holds the list, so the address is not reused while
     /// the entry exists.
-    memo: Mutex<HashMap<usize, (NameList, Arc<[Arc<Resource>]>)>>,
+    memo: Mutex<HashMap<usize, (NameList, Selected)>>,
 }
 
 impl Selections {
     /// The resources of `by_name` that `names` names, in the list's order.
-    pub fn get(
-        &self,
-        names: &NameList,
-        by_name: &BTreeMap<String, Arc<Resource>>,
-    ) -> Arc<[Arc<Resource>]> {
+    pub fn get(&self, names: &NameList, by_name: &BTreeMap<String, Arc<Resource>>) -> Selected {
         let key = Arc::as_ptr(names) as *const u8 as usize;
         let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, selected)) = memo.get(&key) {
             return selected.clone();
         }
-        let selected: Arc<[Arc<Resource>]> = names
+        let selected: Selected = names
             .iter()
             .filter_map(|n| by_name.get(&**n).cloned())
             .collect();
