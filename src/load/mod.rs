@@ -280,7 +280,7 @@ async fn proxy(
             _ = stop.cancelled() => return,
             m = responses.message() => m,
         };
-        let response: ResponseSummary = match message {
+        let mut response: ResponseSummary = match message {
             Ok(Some(r)) => r,
             Ok(None) => {
                 let _ = events.send(Observation::Ended("closed without status".to_string()));
@@ -296,10 +296,9 @@ async fn proxy(
             let _ = events.send(Observation::Opened);
         }
         let _ = events.send(Observation::Response);
-        let names: Vec<String> = response
-            .resources
-            .iter()
-            .filter_map(|any| any.value.as_ref().map(|n| n.name.clone()))
+        let names: Vec<String> = std::mem::take(&mut response.resources)
+            .into_iter()
+            .filter_map(|any| any.value.map(|n| n.name))
             .collect();
         let ack_names = if response.type_url == eds {
             eds_names.clone()

@@ -192,6 +192,9 @@ impl StreamState {
         snapshot: &Snapshot,
         force: bool,
     ) -> Option<Response> {
+        // Only a client already holding assignments needs any of them again after CDS.
+        let rewarm_eds = kind == ResourceType::Cluster
+            && self.types[ResourceType::Endpoint as usize].held.is_some();
         let ts = &mut self.types[kind as usize];
         let resources = snapshot.shared_resources(kind);
         let current = ts
@@ -220,7 +223,7 @@ impl StreamState {
                 || held_version(&r.name)
                     .is_none_or(|h| !Arc::ptr_eq(h, r) && h.version != r.version)
         };
-        let rewarming: Vec<Arc<str>>;
+        let mut rewarming: Vec<Arc<str>> = Vec::new();
         let send: Vec<Arc<Resource>> = if kind.is_full_state() {
             let held_count = match &held {
                 None => 0,
@@ -231,18 +234,19 @@ impl StreamState {
                     .filter(|n| h.by_name.contains_key(*n))
                     .count(),
             };
-            rewarming = wanted
-                .iter()
-                .filter(|r| changed(r))
-                .map(|r| r.name.clone())
-                .collect();
-            let differs = held_count != wanted.len() || !rewarming.is_empty();
+            let differs = held_count != wanted.len() || wanted.iter().any(&changed);
             if !differs && !force {
                 return None;
             }
+            if rewarm_eds {
+                rewarming = wanted
+                    .iter()
+                    .filter(|r| changed(r))
+                    .map(|r| r.name.clone())
+                    .collect();
+            }
             wanted.into_iter().cloned().collect()
         } else {
-            rewarming = Vec::new();
             let send: Vec<Arc<Resource>> = wanted.into_iter().filter(changed).cloned().collect();
             if send.is_empty() {
                 return None;
@@ -260,14 +264,12 @@ impl StreamState {
             nonce,
             resources: send,
         };
-        if kind == ResourceType::Cluster && !rewarming.is_empty() {
+        if !rewarming.is_empty() {
             // Envoy re-warms a changed cluster and waits for its assignment before using it;
             // its EDS request for an already subscribed name looks like an ACK. So the
             // assignment of every new or changed cluster is sent again after the CDS response.
             let eds = &mut self.types[ResourceType::Endpoint as usize];
-            if eds.held.is_some() {
-                eds.unsent.extend(rewarming.iter().map(|n| Box::from(&**n)));
-            }
+            eds.unsent.extend(rewarming.iter().map(|n| Box::from(&**n)));
         }
         Some(response)
     }
