@@ -119,8 +119,8 @@ pub fn snapshot_json(snapshot: &Snapshot) -> Value {
             .values()
             .map(|r| {
                 let mut item =
-                    json!({ "name": &*r.name, "version": r.version, "bytes": r.body.len() });
-                describe(kind, &r.body, &mut item);
+                    json!({ "name": &*r.name, "version": r.version, "bytes": r.body().len() });
+                describe(kind, r.body(), &mut item);
                 item
             })
             .collect();

@@ -5,9 +5,13 @@
 //! model that `translate` reads. A [`CatalogEvent::Reset`] replaces the whole state at once, so
 //! a re-list can never be observed half-done.
 
+mod hashed;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::LazyLock;
+
+pub use hashed::{content_hash, hash_of, Hashed};
 
 use crate::mesh::MeshConfig;
 
@@ -199,8 +203,8 @@ pub enum CatalogEvent {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Catalog {
     namespaces: BTreeMap<String, Namespace>,
-    services: BTreeMap<ObjectKey, Service>,
-    slices: BTreeMap<ObjectKey, EndpointSlice>,
+    services: BTreeMap<ObjectKey, Hashed<Service>>,
+    slices: BTreeMap<ObjectKey, Hashed<EndpointSlice>>,
     /// Slice keys by the service they belong to.
     slices_by_service: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
     mesh: Option<MeshConfig>,
@@ -222,9 +226,10 @@ impl Catalog {
     pub fn apply(&mut self, object: Object) -> bool {
         match object {
             Object::Namespace(ns) => replace(&mut self.namespaces, ns.name.clone(), ns),
-            Object::Service(svc) => replace(&mut self.services, svc.key.clone(), svc),
+            Object::Service(svc) => replace(&mut self.services, svc.key.clone(), Hashed::new(svc)),
             Object::EndpointSlice(slice) => {
                 let key = slice.key.clone();
+                let slice = Hashed::new(slice);
                 let owner = ObjectKey::new(&key.namespace, &slice.service);
                 if let Some(old) = self.slices.get(&key) {
                     if *old == slice {
@@ -308,8 +313,8 @@ impl Catalog {
         }
     }
 
-    /// All services, ordered by namespace and name.
-    pub fn services(&self) -> impl Iterator<Item = &Service> {
+    /// All services (with their content hashes), ordered by namespace and name.
+    pub fn services(&self) -> impl Iterator<Item = &Hashed<Service>> {
         self.services.values()
     }
 
@@ -318,11 +323,11 @@ impl Catalog {
         self.namespaces.values()
     }
 
-    /// The endpoint slices of a service, ordered by slice name.
+    /// The endpoint slices of a service (with their content hashes), ordered by slice name.
     pub fn slices_of<'a>(
         &'a self,
         service: &ObjectKey,
-    ) -> impl Iterator<Item = &'a EndpointSlice> + Clone {
+    ) -> impl Iterator<Item = &'a Hashed<EndpointSlice>> + Clone {
         self.slices_by_service
             .get(service)
             .into_iter()

@@ -95,11 +95,7 @@ mod tests {
     use prost::Message;
 
     fn resource(name: &str, body: &[u8]) -> Arc<Resource> {
-        Arc::new(Resource::new(
-            ResourceType::Cluster,
-            name.into(),
-            body.to_vec(),
-        ))
+        Arc::new(Resource::new(ResourceType::Cluster, name, body))
     }
 
     #[test]

@@ -8,15 +8,14 @@
 //! receive it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
+use std::hash::Hasher;
 use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
 use prost::Message;
-use xxhash_rust::xxh3::Xxh3Default;
 
 use super::{Resource, ResourceType, Snapshot};
-use crate::catalog::{Catalog, EndpointSlice, ObjectKey};
+use crate::catalog::{content_hash, hash_of, Catalog, EndpointSlice, Hashed, ObjectKey};
 use crate::translate::{admitted_services, translate_service};
 
 /// Encoded resources of one service from the last build, with hashes of what shaped them.
@@ -49,19 +48,21 @@ impl SnapshotBuilder {
         let mut clusters = Vec::with_capacity(self.by_service.len());
         let mut load_assignments = Vec::with_capacity(self.by_service.len());
         let mut next = HashMap::with_capacity(self.by_service.len());
+        // The catalog hashed each object when it arrived; here only those hashes are combined.
+        let (mesh_hash, domain_hash) = (content_hash(mesh), content_hash(&mesh.domain));
         for service in admitted_services(catalog) {
-            // Looked up once, read twice (hashed, then translated if changed).
-            let slices: Vec<&EndpointSlice> = catalog.slices_of(&service.key).collect();
+            // Looked up once, read twice (hashes, then translated if changed).
+            let slices: Vec<&Hashed<EndpointSlice>> = catalog.slices_of(&service.key).collect();
             // Clusters depend on the service and the mesh config; assignments on the service,
             // its slices and the domain (part of their names).
             let cluster_inputs = hash_of(|h| {
-                service.hash(h);
-                mesh.hash(h);
+                h.write_u64(service.content_hash());
+                h.write_u64(mesh_hash);
             });
             let endpoint_inputs = hash_of(|h| {
-                service.hash(h);
-                slices.iter().for_each(|s| s.hash(h));
-                mesh.domain.hash(h);
+                h.write_u64(service.content_hash());
+                slices.iter().for_each(|s| h.write_u64(s.content_hash()));
+                h.write_u64(domain_hash);
             });
             let built = match self.by_service.remove(&service.key) {
                 Some(b)
@@ -71,7 +72,8 @@ impl SnapshotBuilder {
                     b
                 }
                 previous => {
-                    let config = translate_service(service, slices.iter().copied(), mesh);
+                    let config =
+                        translate_service(service, slices.iter().map(|s| s.object()), mesh);
                     let (old_clusters, old_assignments) = match previous {
                         Some(b) => (
                             (b.cluster_inputs == cluster_inputs).then_some(b.clusters),
@@ -119,24 +121,12 @@ impl SnapshotBuilder {
 
     fn encode(&self, kind: ResourceType, name: &str, message: &impl Message) -> Arc<Resource> {
         self.encodes.inc();
-        Arc::new(Resource::new(
-            kind,
-            name.to_string(),
-            message.encode_to_vec(),
-        ))
+        Arc::new(Resource::encode(kind, name, message))
     }
 }
 
-fn by_name(r: &Arc<Resource>) -> (String, Arc<Resource>) {
-    (r.name.to_string(), r.clone())
-}
-
-/// A hash of what `feed` writes. The hashes are only compared within this process, so the
-/// hasher is chosen for speed (SipHash's flooding resistance buys nothing here).
-fn hash_of(feed: impl FnOnce(&mut Xxh3Default)) -> u64 {
-    let mut hasher = Xxh3Default::new();
-    feed(&mut hasher);
-    hasher.finish()
+fn by_name(r: &Arc<Resource>) -> (Arc<str>, Arc<Resource>) {
+    (r.name.clone(), r.clone())
 }
 
 #[cfg(test)]
@@ -207,16 +197,18 @@ mod tests {
         )));
         let incremental = builder.build(2, &c);
         let full = translate(&c);
-        let names: Vec<&String> = incremental
+        let names: Vec<&str> = incremental
             .resources(ResourceType::Cluster)
             .by_name
             .keys()
+            .map(|k| &**k)
             .collect();
-        let expected: Vec<&String> = full.clusters.iter().map(|c| &c.name).collect();
+        let expected: Vec<&str> = full.clusters.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, expected);
         for la in &full.load_assignments {
-            let r = &incremental.resources(ResourceType::Endpoint).by_name[&la.cluster_name];
-            assert_eq!(r.body, la.encode_to_vec());
+            let r =
+                &incremental.resources(ResourceType::Endpoint).by_name[la.cluster_name.as_str()];
+            assert_eq!(r.body(), la.encode_to_vec());
         }
     }
 }

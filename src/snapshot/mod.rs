@@ -17,9 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
-use envoy_types::pb::google::protobuf::Any;
-use prost::Message;
+use prost::{encode_length_delimiter, length_delimiter_len, Message};
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 use crate::mesh::MeshConfig;
@@ -92,14 +90,17 @@ impl ResourceType {
 pub struct Resource {
     /// Resource name (shared: streams key their bookkeeping by it without copying).
     pub name: Arc<str>,
-    /// Content hash of `body`.
+    /// Content hash of the body.
     pub version: String,
-    /// The encoded message (the `value` of its `Any`); a slice of `entry`.
-    pub body: Bytes,
+    /// Where the encoded message (the `value` of its `Any`) starts in `entry`.
+    body_start: usize,
     /// The resource as one `DiscoveryResponse.resources` entry (field tag, length, `Any`
     /// with type URL and `body`), ready to be concatenated into response bodies.
     pub entry: Bytes,
 }
+
+/// Resources of one type by name (the key is the resource's own name, shared).
+pub type ByName = BTreeMap<Arc<str>, Arc<Resource>>;
 
 /// All resources of one type.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -107,7 +108,7 @@ pub struct Resources {
     /// Hash over every (name, version) pair: changes iff any resource of the type changed.
     pub version: String,
     /// Resources by name.
-    pub by_name: BTreeMap<String, Arc<Resource>>,
+    pub by_name: ByName,
     /// What subscribed name lists select (memoized).
     selections: selections::Selections,
 }
@@ -147,29 +148,51 @@ impl Snapshot {
 
 impl Resource {
     /// A resource of type `kind` versioned by the hash of its bytes.
-    pub fn new(kind: ResourceType, name: String, body: Vec<u8>) -> Resource {
-        let version = format!("{:016x}", xxh3_64(&body));
-        let len = body.len();
-        // A response holding only this resource encodes to exactly its `resources` entry.
-        let entry = Bytes::from(
-            DiscoveryResponse {
-                resources: vec![Any {
-                    type_url: kind.type_url().to_string(),
-                    value: body,
-                }],
-                ..Default::default()
-            }
-            .encode_to_vec(),
-        );
-        // `value` is the last field of the entry, so the body is its suffix.
-        let body = entry.slice(entry.len() - len..);
+    pub fn new(kind: ResourceType, name: &str, body: &[u8]) -> Resource {
+        // The entry is `resources` (field 2) holding an `Any`: `type_url` (1), then `value` (2).
+        // Written directly: building a `DiscoveryResponse` and an `Any` to encode them would
+        // allocate the type URL and copy the body once more.
+        const LEN_FIELD_1: u8 = 1 << 3 | 2;
+        const LEN_FIELD_2: u8 = 2 << 3 | 2;
+        let url = kind.type_url().as_bytes();
+        let any_len = 1
+            + length_delimiter_len(url.len())
+            + url.len()
+            + 1
+            + length_delimiter_len(body.len())
+            + body.len();
+        let mut entry = Vec::with_capacity(1 + length_delimiter_len(any_len) + any_len);
+        entry.push(LEN_FIELD_2);
+        put_length(any_len, &mut entry);
+        entry.push(LEN_FIELD_1);
+        put_length(url.len(), &mut entry);
+        entry.extend_from_slice(url);
+        entry.push(LEN_FIELD_2);
+        put_length(body.len(), &mut entry);
+        let body_start = entry.len();
+        entry.extend_from_slice(body);
         Resource {
             name: Arc::from(name),
-            version,
-            body,
-            entry,
+            version: format!("{:016x}", xxh3_64(body)),
+            body_start,
+            entry: Bytes::from(entry),
         }
     }
+
+    /// `message` of type `kind`, encoded (once).
+    pub fn encode(kind: ResourceType, name: &str, message: &impl Message) -> Resource {
+        Resource::new(kind, name, &message.encode_to_vec())
+    }
+
+    /// The encoded message (the `value` of its `Any`).
+    pub fn body(&self) -> &[u8] {
+        &self.entry[self.body_start..]
+    }
+}
+
+/// Appends a length prefix (a varint) to a `Vec`, which always has room.
+fn put_length(len: usize, out: &mut Vec<u8>) {
+    encode_length_delimiter(len, out).expect("a Vec grows as needed");
 }
 
 impl Snapshot {
@@ -177,7 +200,7 @@ impl Snapshot {
     pub fn from_resources(
         serial: u64,
         mesh: MeshConfig,
-        resources: Vec<(ResourceType, BTreeMap<String, Arc<Resource>>)>,
+        resources: Vec<(ResourceType, ByName)>,
     ) -> Snapshot {
         let mut types = empty_types();
         for (kind, by_name) in resources {
@@ -210,7 +233,10 @@ impl Snapshot {
             .map(|(kind, items)| {
                 let by_name = items
                     .into_iter()
-                    .map(|(name, body)| (name.clone(), Arc::new(Resource::new(kind, name, body))))
+                    .map(|(name, body)| {
+                        let r = Arc::new(Resource::new(kind, &name, &body));
+                        (r.name.clone(), r)
+                    })
                     .collect();
                 (kind, by_name)
             })
@@ -229,7 +255,7 @@ fn empty_types() -> [Arc<Resources>; 4] {
     })
 }
 
-fn type_version(by_name: &BTreeMap<String, Arc<Resource>>) -> String {
+fn type_version(by_name: &ByName) -> String {
     if by_name.is_empty() {
         return "empty".to_string();
     }
@@ -245,6 +271,8 @@ fn type_version(by_name: &BTreeMap<String, Arc<Resource>>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+    use envoy_types::pb::google::protobuf::Any;
 
     #[test]
     fn versions_are_content_hashes() {
@@ -274,7 +302,7 @@ mod tests {
 
     #[test]
     fn a_resource_entry_decodes_as_a_response_holding_it() {
-        let r = Resource::new(ResourceType::Endpoint, "a".into(), b"payload".to_vec());
+        let r = Resource::new(ResourceType::Endpoint, "a", b"payload");
         let decoded = DiscoveryResponse::decode(r.entry.clone()).unwrap();
         assert_eq!(decoded.resources.len(), 1);
         assert_eq!(
@@ -282,7 +310,28 @@ mod tests {
             ResourceType::Endpoint.type_url()
         );
         assert_eq!(decoded.resources[0].value, b"payload");
-        assert_eq!(&r.body[..], b"payload");
+        assert_eq!(r.body(), b"payload");
+        let expected = DiscoveryResponse {
+            resources: vec![Any {
+                type_url: ResourceType::Endpoint.type_url().to_string(),
+                value: b"payload".to_vec(),
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            r.entry,
+            expected.encode_to_vec(),
+            "what prost writes, byte for byte"
+        );
+    }
+
+    #[test]
+    fn long_bodies_get_multi_byte_lengths() {
+        let body = vec![7u8; 300];
+        let r = Resource::new(ResourceType::Cluster, "c", &body);
+        let decoded = DiscoveryResponse::decode(r.entry.clone()).unwrap();
+        assert_eq!(decoded.resources[0].value, body);
+        assert_eq!(r.body(), &body[..]);
     }
 
     #[test]

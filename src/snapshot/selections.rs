@@ -4,10 +4,10 @@
 //! same `Arc`): looking 1,000 names up in the snapshot is done once per list and snapshot,
 //! not once per stream.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::Resource;
+use super::{ByName, Resource};
 
 /// A sorted list of names, shared by everything that holds it.
 pub type NameList = Arc<[Box<str>]>;
@@ -28,7 +28,7 @@ pub struct Selections {
 
 impl Selections {
     /// The resources of `by_name` that `names` names, in the list's order.
-    pub fn get(&self, names: &NameList, by_name: &BTreeMap<String, Arc<Resource>>) -> Selected {
+    pub fn get(&self, names: &NameList, by_name: &ByName) -> Selected {
         let key = Arc::as_ptr(names) as *const u8 as usize;
         let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, selected)) = memo.get(&key) {
@@ -75,11 +75,11 @@ mod tests {
 
     #[test]
     fn a_list_is_looked_up_once_and_skips_missing_names() {
-        let by_name: BTreeMap<String, Arc<Resource>> = ["a", "b"]
+        let by_name: ByName = ["a", "b"]
             .iter()
             .map(|n| {
-                let r = Resource::new(ResourceType::Endpoint, n.to_string(), b"x".to_vec());
-                (n.to_string(), Arc::new(r))
+                let r = Resource::new(ResourceType::Endpoint, n, b"x");
+                (Arc::from(*n), Arc::new(r))
             })
             .collect();
         let selections = Selections::default();

@@ -17,7 +17,7 @@ pub mod endpoint;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 
-use crate::catalog::{Catalog, EndpointSlice, Service, ServiceKind, ServicePort};
+use crate::catalog::{Catalog, EndpointSlice, Hashed, Service, ServiceKind, ServicePort};
 
 pub use crate::mesh::{LbPolicy, MeshConfig};
 
@@ -40,7 +40,7 @@ pub struct ServiceConfig {
 }
 
 /// The services the mesh config's discovery selectors admit.
-pub fn admitted_services(catalog: &Catalog) -> impl Iterator<Item = &Service> {
+pub fn admitted_services(catalog: &Catalog) -> impl Iterator<Item = &Hashed<Service>> {
     let mesh = catalog.mesh();
     catalog
         .services()
@@ -76,7 +76,7 @@ pub fn translate(catalog: &Catalog) -> Translation {
         .flat_map(|service| {
             service.ports.iter().map(move |port| {
                 let name = cluster::cluster_name(service, port.port, &mesh.domain);
-                (name, service, port)
+                (name, service.object(), port)
             })
         })
         .collect();
@@ -86,7 +86,8 @@ pub fn translate(catalog: &Catalog) -> Translation {
         load_assignments: Vec::with_capacity(ports.len()),
     };
     for (name, service, port) in ports {
-        out.push_port(name, service, port, catalog.slices_of(&service.key), mesh);
+        let slices = catalog.slices_of(&service.key).map(Hashed::object);
+        out.push_port(name, service, port, slices, mesh);
     }
     out
 }
