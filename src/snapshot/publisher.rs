@@ -5,6 +5,7 @@
 //! an empty snapshot that only means "not read yet". Debounce: a build starts once events have
 //! been quiet for `quiet`, or `max` after the first unbuilt change, whichever is first.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +42,7 @@ pub struct PublisherMetrics {
     build_seconds: Histogram,
     clusters: Gauge,
     load_assignments: Gauge,
+    published: Gauge<f64, AtomicU64>,
 }
 
 impl Default for PublisherMetrics {
@@ -51,6 +53,7 @@ impl Default for PublisherMetrics {
             build_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             clusters: Gauge::default(),
             load_assignments: Gauge::default(),
+            published: Gauge::default(),
         }
     }
 }
@@ -82,6 +85,11 @@ impl PublisherMetrics {
             "snapshot_endpoint_sets",
             "ClusterLoadAssignments in the current snapshot",
             self.load_assignments.clone(),
+        );
+        registry.register(
+            "snapshot_published_timestamp_seconds",
+            "Unix time the current snapshot was published (push latency starts here)",
+            self.published.clone(),
         );
     }
 }
@@ -193,6 +201,10 @@ impl Publisher {
             eds_version = %snapshot.resources(ResourceType::Endpoint).version,
             "snapshot published"
         );
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        self.metrics
+            .published
+            .set(now.map_or(0.0, |d| d.as_secs_f64()));
         self.tx.send_replace(Some(Arc::new(snapshot)));
     }
 }
@@ -256,6 +268,15 @@ mod tests {
             4
         );
         assert_eq!(metrics.builds.get(), 2, "one build for the burst");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let published = metrics.published.get();
+        assert!(
+            (now - 5.0..=now).contains(&published),
+            "publish time is stamped: {published} vs now {now}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -45,12 +45,16 @@ where
         return;
     };
     let node_id = stream.node_id.clone();
+    // Created once: a fresh `cancelled()` per turn of the loop would join and leave the
+    // token's waiter list (a lock shared by every stream) on each request and push.
+    let shutdown = ctx.shutdown.cancelled();
+    tokio::pin!(shutdown);
     let end = match Box::pin(stream.handle(first)).await {
         Err(end) => end,
         Ok(()) => loop {
             tokio::select! {
                 biased;
-                _ = ctx.shutdown.cancelled() => break End::Status(shutting_down(&ctx)),
+                _ = &mut shutdown => break End::Status(shutting_down(&ctx)),
                 request = requests.next() => match request {
                     Some(Ok(request)) => if let Err(end) = Box::pin(stream.handle(request)).await { break end },
                     Some(Err(status)) => break End::Status(malformed(status)),
@@ -295,12 +299,16 @@ impl AdsStream {
     async fn send(&mut self, response: Response) -> Result<(), End> {
         let kind = response.kind;
         // Room in the queue first, so a slow reader holds no push permit and no stale copy.
+        // Biased: when the slot (or below, the permit) is there at once, the shutdown future
+        // is never polled, so it never joins the token's shared waiter list.
         let slot = tokio::select! {
+            biased;
             slot = self.out.reserve() => slot.map_err(|_| End::Gone)?,
             _ = self.ctx.shutdown.cancelled() => return Err(End::Status(shutting_down(&self.ctx))),
         };
         if self.push.is_none() {
             let permit = tokio::select! {
+                biased;
                 permit = self.ctx.admission.push_permit() => permit,
                 _ = self.ctx.shutdown.cancelled() => return Err(End::Status(shutting_down(&self.ctx))),
             };
