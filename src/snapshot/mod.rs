@@ -9,6 +9,7 @@
 
 pub mod bodies;
 pub mod builder;
+pub mod diffs;
 pub mod publisher;
 pub mod selections;
 
@@ -111,12 +112,21 @@ pub struct Resources {
     pub by_name: ByName,
     /// What subscribed name lists select (memoized).
     selections: selections::Selections,
+    /// What changed since older versions of this type (memoized).
+    diffs: diffs::Diffs,
 }
 
 impl Resources {
     /// The resources `names` (sorted) names, in its order; looked up once per list.
     pub fn select(&self, names: &selections::NameList) -> selections::Selected {
         self.selections.get(names, &self.by_name)
+    }
+
+    /// The resources added or changed since `older`, an earlier set of this type, by name;
+    /// computed once per older version.
+    pub fn changed_since(&self, older: &Resources) -> diffs::Changed {
+        self.diffs
+            .since(&older.version, &older.by_name, &self.by_name)
     }
 }
 
@@ -208,6 +218,7 @@ impl Snapshot {
                 version: type_version(&by_name),
                 by_name,
                 selections: Default::default(),
+                diffs: Default::default(),
             });
         }
         Snapshot {
@@ -251,6 +262,7 @@ fn empty_types() -> [Arc<Resources>; 4] {
             version: type_version(&BTreeMap::new()),
             by_name: BTreeMap::new(),
             selections: Default::default(),
+            diffs: Default::default(),
         })
     })
 }

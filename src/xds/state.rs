@@ -208,23 +208,26 @@ impl StreamState {
         // Whatever is sent now, afterwards the client holds `resources`.
         let held = ts.held.replace(resources.clone());
         let unsent = std::mem::take(&mut ts.unsent);
-        let selected;
-        let wanted: Vec<&Arc<Resource>> = if ts.wildcard {
-            resources.by_name.values().collect()
-        } else if let Some(list) = ts.names.list() {
-            selected = resources.select(list);
-            selected.iter().collect()
-        } else {
-            Vec::new()
+        // Every subscribed resource of the snapshot (not needed for an EDS push to a client
+        // that holds assignments: that takes only what changed).
+        let wanted = || -> Vec<Arc<Resource>> {
+            if ts.wildcard {
+                resources.by_name.values().cloned().collect()
+            } else if let Some(list) = ts.names.list() {
+                resources.select(list).to_vec()
+            } else {
+                Vec::new()
+            }
         };
         let held_version = |name: &str| held.as_ref()?.by_name.get(name);
-        let changed = |r: &&Arc<Resource>| {
+        let changed = |r: &Arc<Resource>| {
             unsent.contains(&*r.name)
                 || held_version(&r.name)
                     .is_none_or(|h| !Arc::ptr_eq(h, r) && h.version != r.version)
         };
         let mut rewarming: Vec<Arc<str>> = Vec::new();
         let send: Vec<Arc<Resource>> = if kind.is_full_state() {
+            let wanted = wanted();
             let held_count = match &held {
                 None => 0,
                 Some(h) if ts.wildcard => h.by_name.len(),
@@ -234,7 +237,7 @@ impl StreamState {
                     .filter(|n| h.by_name.contains_key(*n))
                     .count(),
             };
-            let differs = held_count != wanted.len() || wanted.iter().any(&changed);
+            let differs = held_count != wanted.len() || wanted.iter().any(changed);
             if !differs && !force {
                 return None;
             }
@@ -245,9 +248,26 @@ impl StreamState {
                     .map(|r| r.name.clone())
                     .collect();
             }
-            wanted.into_iter().cloned().collect()
+            wanted
         } else {
-            let send: Vec<Arc<Resource>> = wanted.into_iter().filter(changed).cloned().collect();
+            let send: Vec<Arc<Resource>> = match &held {
+                // What changed since the set the client holds (shared by every stream holding
+                // it), filtered by this subscription, plus names subscribed since.
+                Some(held) => {
+                    let subscribed = |name: &str| ts.wildcard || ts.names.contains(name);
+                    let mut send: Vec<Arc<Resource>> = resources
+                        .changed_since(held)
+                        .iter()
+                        .filter(|r| subscribed(&r.name) && !unsent.contains(&*r.name))
+                        .cloned()
+                        .collect();
+                    let again = unsent.iter().filter(|n| subscribed(n));
+                    send.extend(again.filter_map(|n| resources.by_name.get(&**n).cloned()));
+                    send.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+                    send
+                }
+                None => wanted(),
+            };
             if send.is_empty() {
                 return None;
             }

@@ -340,3 +340,49 @@ fn switching_from_names_to_wildcard_sends_everything_once() {
     st.on_request(EDS, &req(&all.nonce, &star));
     assert!(st.response_for(EDS, &s, true).is_none());
 }
+
+#[test]
+fn eds_pushes_filter_the_shared_diff_by_each_subscription() {
+    let s1 = snap(1, &[(EDS, "a", "1"), (EDS, "b", "1"), (EDS, "c", "1")]);
+    let subscribe = |list: &[&str]| {
+        let mut st = StreamState::default();
+        st.on_request(EDS, &req("", &names(list)));
+        st.response_for(EDS, &s1, true).expect("first response");
+        st
+    };
+    let (mut ab, mut bc) = (subscribe(&["a", "b"]), subscribe(&["b", "c"]));
+    // b and c change, d appears; nobody subscribes to d.
+    let s2 = snap(
+        2,
+        &[
+            (EDS, "a", "1"),
+            (EDS, "b", "2"),
+            (EDS, "c", "2"),
+            (EDS, "d", "1"),
+        ],
+    );
+    let to_ab = ab.response_for(EDS, &s2, false).expect("b changed");
+    assert_eq!(sent_names(&to_ab), ["b"]);
+    let r = bc.response_for(EDS, &s2, false).expect("b and c changed");
+    assert_eq!(sent_names(&r), ["b", "c"]);
+    assert!(Arc::ptr_eq(
+        &s2.resources(EDS).changed_since(s1.resources(EDS)),
+        &s2.resources(EDS).changed_since(s1.resources(EDS))
+    ));
+
+    // A name subscribed since is sent whole next time, with whatever changed.
+    let (verdict, _) = ab.on_request(EDS, &req(&to_ab.nonce, &names(&["a", "b", "d"])));
+    assert!(matches!(verdict, Verdict::Ack { .. }));
+    let s3 = snap(
+        3,
+        &[
+            (EDS, "a", "2"),
+            (EDS, "b", "2"),
+            (EDS, "c", "2"),
+            (EDS, "d", "1"),
+        ],
+    );
+    let r = ab.response_for(EDS, &s3, false).expect("a changed, d new");
+    assert_eq!(sent_names(&r), ["a", "d"]);
+    assert!(ab.response_for(EDS, &s3, false).is_none(), "then nothing");
+}
