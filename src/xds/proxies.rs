@@ -60,8 +60,17 @@ pub struct ProxyStatus {
     pub service_account: Option<String>,
     /// Seconds since the Unix epoch when the stream was admitted.
     pub connected_since: u64,
-    /// Per requested type (`cds`, `eds`, ...).
-    pub types: std::collections::BTreeMap<&'static str, TypeStatus>,
+    /// Per requested type (`cds`, `eds`, ...), ordered by name; shown as a map. A vector
+    /// sized to the types requested: a B-tree map's first node is over 1 KiB, per proxy.
+    #[serde(serialize_with = "as_map")]
+    pub types: Vec<(&'static str, TypeStatus)>,
+}
+
+fn as_map<S: serde::Serializer>(
+    types: &[(&'static str, TypeStatus)],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(types.iter().map(|(k, v)| (k, v)))
 }
 
 /// Connected proxies by stream id.
@@ -128,9 +137,15 @@ impl ProxyEntry {
     /// Copies the stream's state of `kind` into the registry.
     pub fn update(&self, kind: ResourceType, state: &StreamState) {
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        status
-            .types
-            .insert(kind.short(), TypeStatus::from(state.get(kind)));
+        let now = TypeStatus::from(state.get(kind));
+        let types = &mut status.types;
+        match types.binary_search_by(|(k, _)| (*k).cmp(kind.short())) {
+            Ok(i) => types[i].1 = now,
+            Err(i) => {
+                types.reserve_exact(1);
+                types.insert(i, (kind.short(), now));
+            }
+        }
     }
 }
 
@@ -197,6 +212,17 @@ mod tests {
             .unwrap();
         let entry = registry.register(&identity);
         assert_eq!(registry.list()[0].revision, "default");
+        let state = StreamState::default();
+        for kind in [
+            ResourceType::Endpoint,
+            ResourceType::Cluster,
+            ResourceType::Endpoint,
+        ] {
+            entry.update(kind, &state);
+        }
+        let json = serde_json::to_value(&registry.list()[0]).unwrap();
+        let types = json["types"].as_object().expect("types shown as a map");
+        assert_eq!(types.keys().collect::<Vec<_>>(), ["cds", "eds"]);
         drop(entry);
         assert!(registry.is_empty());
     }
