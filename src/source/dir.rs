@@ -24,9 +24,8 @@ use crate::revision::Revision;
 /// Namespace given to namespaced objects whose manifest names none (as `kubectl` does).
 const DEFAULT_NAMESPACE: &str = "default";
 
-/// A changed file is taken once it read the same on two scans at least this far apart (the
-/// rest of an editor's writes land in between). The first scan follows the file event at
-/// once, so an edit is served about this long after it was written.
+/// How long to wait after a file event for the rest of an editor's writes; a changed file is
+/// taken once it read the same on two scans this far apart.
 const SETTLE: Duration = Duration::from_millis(50);
 
 /// How long a file that lost all its objects must hold still before that counts.
@@ -151,7 +150,11 @@ impl DirSource {
             // A file that had objects and now has none is usually being rewritten
             // (`> file` truncates first): it must hold still longer before it counts.
             let emptied = !state.good.is_empty() && matches!(&parsed, Ok(o) if o.is_empty());
-            let hold = if emptied { EMPTIED_HOLD } else { SETTLE };
+            let hold = if emptied {
+                EMPTIED_HOLD
+            } else {
+                Duration::ZERO
+            };
             let settled = first
                 || matches!(state.pending, Some((h, since)) if h == hash && since.elapsed() >= hold);
             if !settled {
@@ -277,7 +280,7 @@ pub async fn run(
         };
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = wake.recv() => {}
+            _ = wake.recv() => tokio::time::sleep(SETTLE).await,
             _ = rescan => {}
         }
         while wake.try_recv().is_ok() {}
