@@ -6,8 +6,9 @@
 //! B-tree look-ups per stream and push with 1,000 subscribed clusters); with this memo a
 //! stream filters the few changed resources by its own subscription.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use super::cache::Cache;
 use super::{ByName, Resource};
 
 /// Older versions remembered per type of one snapshot; clients hold one or two at a time.
@@ -17,17 +18,17 @@ const MAX_VERSIONS: usize = 16;
 pub type Changed = Arc<[Arc<Resource>]>;
 
 /// The memo of one type of one snapshot.
-#[derive(Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Diffs {
     /// By the older set's version (a content hash: equal versions, equal content).
-    memo: Mutex<Vec<(String, Changed)>>,
+    memo: Cache<Vec<(String, Changed)>>,
 }
 
 impl Diffs {
     /// The resources of `current` that `older` (of version `older_version`) lacks or holds
     /// at another version.
     pub fn since(&self, older_version: &str, older: &ByName, current: &ByName) -> Changed {
-        let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+        let mut memo = self.memo.lock();
         if let Some((_, changed)) = memo.iter().find(|(v, _)| v == older_version) {
             return changed.clone();
         }
@@ -52,29 +53,6 @@ fn changed_between(older: &ByName, current: &ByName) -> Changed {
     }
     changed.into()
 }
-
-impl std::fmt::Debug for Diffs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let versions = self.memo.lock().map(|m| m.len()).unwrap_or_default();
-        write!(f, "Diffs({versions} older versions)")
-    }
-}
-
-/// A memo is a cache: copies start empty.
-impl Clone for Diffs {
-    fn clone(&self) -> Self {
-        Diffs::default()
-    }
-}
-
-/// Memos never make two resource sets unequal.
-impl PartialEq for Diffs {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl Eq for Diffs {}
 
 #[cfg(test)]
 mod tests {

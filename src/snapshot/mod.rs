@@ -9,6 +9,7 @@
 
 pub mod bodies;
 pub mod builder;
+mod cache;
 pub mod diffs;
 pub mod publisher;
 pub mod selections;

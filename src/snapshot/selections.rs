@@ -5,8 +5,9 @@
 //! not once per stream.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use super::cache::Cache;
 use super::{ByName, Resource};
 
 /// A sorted list of names, shared by everything that holds it.
@@ -19,18 +20,18 @@ const MAX_LISTS: usize = 1024;
 pub type Selected = Arc<[Arc<Resource>]>;
 
 /// The memo of one type of one snapshot.
-#[derive(Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Selections {
     /// By the list's address; the entry holds the list, so the address is not reused while
     /// the entry exists.
-    memo: Mutex<HashMap<usize, (NameList, Selected)>>,
+    memo: Cache<HashMap<usize, (NameList, Selected)>>,
 }
 
 impl Selections {
     /// The resources of `by_name` that `names` names, in the list's order.
     pub fn get(&self, names: &NameList, by_name: &ByName) -> Selected {
         let key = Arc::as_ptr(names) as *const u8 as usize;
-        let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+        let mut memo = self.memo.lock();
         if let Some((_, selected)) = memo.get(&key) {
             return selected.clone();
         }
@@ -44,29 +45,6 @@ impl Selections {
         selected
     }
 }
-
-impl std::fmt::Debug for Selections {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let lists = self.memo.lock().map(|m| m.len()).unwrap_or_default();
-        write!(f, "Selections({lists} lists)")
-    }
-}
-
-/// A memo is a cache: copies start empty.
-impl Clone for Selections {
-    fn clone(&self) -> Self {
-        Selections::default()
-    }
-}
-
-/// A memo is a cache: it never makes two sets of resources differ.
-impl PartialEq for Selections {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl Eq for Selections {}
 
 #[cfg(test)]
 mod tests {

@@ -21,21 +21,13 @@ use crate::catalog::{Catalog, EndpointSlice, Hashed, Service, ServiceKind, Servi
 
 pub use crate::mesh::{LbPolicy, MeshConfig};
 
-/// Everything translated from one catalog state.
+/// Config translated from a catalog state ([`translate`]: ordered by cluster name) or from
+/// one service ([`translate_service`]: in the order of its ports).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Translation {
-    /// Clusters, ordered by name.
+    /// One cluster per TCP service port.
     pub clusters: Vec<Cluster>,
-    /// ClusterLoadAssignments of the EDS clusters, ordered by cluster name.
-    pub load_assignments: Vec<ClusterLoadAssignment>,
-}
-
-/// Config translated from one service.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ServiceConfig {
-    /// One cluster per TCP port.
-    pub clusters: Vec<Cluster>,
-    /// One assignment per EDS cluster.
+    /// One ClusterLoadAssignment per EDS cluster.
     pub load_assignments: Vec<ClusterLoadAssignment>,
 }
 
@@ -52,16 +44,13 @@ pub fn translate_service<'a>(
     service: &Service,
     slices: impl Iterator<Item = &'a EndpointSlice> + Clone,
     mesh: &MeshConfig,
-) -> ServiceConfig {
+) -> Translation {
     let mut out = Translation::default();
     for port in &service.ports {
         let name = cluster::cluster_name(service, port.port, &mesh.domain);
         out.push_port(name, service, port, slices.clone(), mesh);
     }
-    ServiceConfig {
-        clusters: out.clusters,
-        load_assignments: out.load_assignments,
-    }
+    out
 }
 
 /// Translates the whole catalog, shaped by its mesh config: only services of namespaces the

@@ -9,9 +9,11 @@ use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use xxhash_rust::xxh3::Xxh3;
 
+use crate::snapshot::selections::NameList;
+
 /// A sorted, deduplicated list of subscribed names.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Names(Option<Arc<[Box<str>]>>);
+pub struct Names(Option<NameList>);
 
 impl Names {
     /// The list of `names` (any order, duplicates allowed), shared with every equal list.
@@ -41,7 +43,7 @@ impl Names {
     }
 
     /// The shared list itself (`None` when empty).
-    pub fn list(&self) -> Option<&Arc<[Box<str>]>> {
+    pub fn list(&self) -> Option<&NameList> {
         self.0.as_ref()
     }
 
