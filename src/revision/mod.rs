@@ -4,6 +4,8 @@
 //! may serve the proxy (DESIGN.md §1). It owns no I/O: the xDS server turns a [`Rejection`]
 //! into a gRPC status, a metric and a log line.
 
+pub mod selection;
+
 use std::fmt;
 use std::str::FromStr;
 
