@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::revision::Revision;
-use crate::snapshot::publisher::SnapshotReceiver;
+use crate::pipeline::SnapshotReceiver;
 use crate::snapshot::{ResourceType, Snapshot};
 use crate::source::SourceStatus;
 use crate::translate::endpoint::socket_addresses;

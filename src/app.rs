@@ -20,7 +20,7 @@ use tracing::Instrument;
 use crate::admin::{self, AdminState};
 use crate::cli::{ServeArgs, SourceSpec};
 use crate::revision::RevisionGate;
-use crate::snapshot::publisher::{Debounce, Publisher, PublisherMetrics, SnapshotReceiver};
+use crate::pipeline::{Debounce, Publisher, PublisherMetrics, SnapshotReceiver};
 use crate::source::dir::{self, DirMetrics};
 use crate::source::kube::{KubeMetrics, KubeSource, WATCHES as KUBE_WATCHES};
 use crate::source::SourceStatus;

@@ -19,6 +19,7 @@ pub mod catalog;
 pub mod cli;
 pub mod load;
 pub mod mesh;
+pub mod pipeline;
 pub mod revision;
 pub mod snapshot;
 pub mod source;

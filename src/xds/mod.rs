@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::revision::RevisionGate;
-use crate::snapshot::publisher::SnapshotReceiver;
+use crate::pipeline::SnapshotReceiver;
 use metrics::XdsMetrics;
 use proxies::{ProxyRegistry, RejectionLog};
 

@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::builder::SnapshotBuilder;
-use super::{ResourceType, Snapshot};
+use crate::snapshot::builder::SnapshotBuilder;
+use crate::snapshot::{ResourceType, Snapshot};
 use crate::catalog::{Catalog, CatalogEvent};
 
 /// The receiving side streams use: `None` until the first snapshot.
