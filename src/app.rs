@@ -18,11 +18,11 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::admin::{self, AdminState};
+use crate::cli::{ServeArgs, SourceSpec};
 use crate::inject::tls::{CertFiles, ReloadingCert};
 use crate::inject::{self, InjectMetrics, Injector};
-use crate::cli::{ServeArgs, SourceSpec};
-use crate::revision::RevisionGate;
 use crate::pipeline::{Debounce, Publisher, PublisherMetrics, SnapshotReceiver};
+use crate::revision::RevisionGate;
 use crate::source::dir::{self, DirMetrics};
 use crate::source::kube::{KubeMetrics, KubeSource, WATCHES as KUBE_WATCHES};
 use crate::source::SourceStatus;
@@ -98,9 +98,14 @@ pub async fn start_on(
                 key: key.clone(),
             };
             let cert = ReloadingCert::load(files).context("cannot serve the injection webhook")?;
-            let listener = TcpListener::bind(args.webhook_addr).await.with_context(|| {
-                format!("cannot listen for the injection webhook on {}", args.webhook_addr)
-            })?;
+            let listener = TcpListener::bind(args.webhook_addr)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot listen for the injection webhook on {}",
+                        args.webhook_addr
+                    )
+                })?;
             Some((cert, listener))
         }
         _ => None,

@@ -20,10 +20,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::snapshot::builder::SnapshotBuilder;
-use crate::snapshot::{ResourceType, Snapshot};
 use crate::catalog::{Catalog, CatalogEvent, Object, ObjectKind, ObjectRef};
 use crate::mesh::MeshConfig;
+use crate::snapshot::builder::SnapshotBuilder;
+use crate::snapshot::{ResourceType, Snapshot};
 
 /// The receiving side streams use: `None` until the first snapshot.
 pub type SnapshotReceiver = watch::Receiver<Option<Arc<Snapshot>>>;
@@ -370,7 +370,10 @@ mod tests {
         assert!(views.borrow().is_none(), "nothing before the initial sync");
         tx.send(CatalogEvent::Synced).await.unwrap();
         views.changed().await.unwrap();
-        assert_eq!(views.borrow_and_update().as_ref().unwrap().namespaces["shop"].len(), 0);
+        assert_eq!(
+            views.borrow_and_update().as_ref().unwrap().namespaces["shop"].len(),
+            0
+        );
 
         let start = Instant::now();
         tx.send(ns(&[("istio.io/rev", "canary")])).await.unwrap();
@@ -381,15 +384,26 @@ mod tests {
 
         let mut mesh = crate::mesh::MeshConfig::default();
         mesh.sidecar.image = "registry.local/envoy:1".into();
-        tx.send(CatalogEvent::Apply(Object::Mesh(mesh))).await.unwrap();
+        tx.send(CatalogEvent::Apply(Object::Mesh(mesh)))
+            .await
+            .unwrap();
         views.changed().await.unwrap();
         assert_eq!(
-            views.borrow_and_update().as_ref().unwrap().mesh.sidecar.image,
+            views
+                .borrow_and_update()
+                .as_ref()
+                .unwrap()
+                .mesh
+                .sidecar
+                .image,
             "registry.local/envoy:1"
         );
         tx.send(svc("a")).await.unwrap();
         tokio::time::sleep(Duration::from_secs(20)).await;
-        assert!(!views.has_changed().unwrap(), "services do not touch the view");
+        assert!(
+            !views.has_changed().unwrap(),
+            "services do not touch the view"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -106,7 +106,11 @@ async fn inject_tag(
         Ok(tag) => injector.handle(Route::Tag(tag), &body).await,
         Err(e) => {
             injector.metrics.count("invalid");
-            (StatusCode::BAD_REQUEST, format!("bad tag in the path: {e}\n")).into_response()
+            (
+                StatusCode::BAD_REQUEST,
+                format!("bad tag in the path: {e}\n"),
+            )
+                .into_response()
         }
     }
 }

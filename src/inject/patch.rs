@@ -112,7 +112,10 @@ mod tests {
         let out = apply(&p, &injection(&p, &sidecar(), "canary", Some("prod")));
         let labels = out.metadata.labels.unwrap();
         assert_eq!(labels["app"], "web");
-        assert_eq!(labels[REV_LABEL], "canary", "the resolved revision, not the tag");
+        assert_eq!(
+            labels[REV_LABEL], "canary",
+            "the resolved revision, not the tag"
+        );
         let annotations = out.metadata.annotations.unwrap();
         assert_eq!(annotations["team"], "a");
         assert_eq!(annotations[TAG_ANNOTATION], "prod");

@@ -217,7 +217,9 @@ mod tests {
 
     #[test]
     fn injecting_twice_adds_nothing() {
-        let p = pod("metadata: {name: web}\nspec: {containers: [{name: app}, {name: revplane-proxy}]}\n");
+        let p = pod(
+            "metadata: {name: web}\nspec: {containers: [{name: app}, {name: revplane-proxy}]}\n",
+        );
         assert_eq!(
             decide_for(&Route::Revision, &[("istio.io/rev", "canary")], &p),
             Outcome::AlreadyInjected

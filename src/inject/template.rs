@@ -48,12 +48,16 @@ impl SidecarSpec<'_> {
     /// `host:port` the sidecar dials: mesh config `discoveryAddress`, else the revision's
     /// Service `revplane-<rev>.<control namespace>.svc:15010`.
     pub fn discovery_address(&self) -> String {
-        self.mesh.sidecar.discovery_address.clone().unwrap_or_else(|| {
-            format!(
-                "revplane-{}.{}.svc:{XDS_PORT}",
-                self.revision, self.control_namespace
-            )
-        })
+        self.mesh
+            .sidecar
+            .discovery_address
+            .clone()
+            .unwrap_or_else(|| {
+                format!(
+                    "revplane-{}.{}.svc:{XDS_PORT}",
+                    self.revision, self.control_namespace
+                )
+            })
     }
 
     /// The container to add.
@@ -222,7 +226,10 @@ mod tests {
         );
         assert_eq!(b["node"]["cluster"], "web.$(POD_NAMESPACE)");
         assert_eq!(b["node"]["metadata"]["REVISION"], "canary");
-        assert_eq!(b["node"]["metadata"]["SERVICE_ACCOUNT"], "$(SERVICE_ACCOUNT)");
+        assert_eq!(
+            b["node"]["metadata"]["SERVICE_ACCOUNT"],
+            "$(SERVICE_ACCOUNT)"
+        );
         let xds = &b["static_resources"]["clusters"][0];
         assert_eq!(xds["type"], "STRICT_DNS");
         let addr = &xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
@@ -239,7 +246,10 @@ mod tests {
         mesh.sidecar.discovery_address = Some("127.0.0.1:25010".into());
         mesh.sidecar.image = "registry.local/envoy:v1.40.0".into();
         mesh.sidecar.admin_port = 0;
-        mesh.sidecar.resources.requests.insert("cpu".into(), "100m".into());
+        mesh.sidecar
+            .resources
+            .requests
+            .insert("cpu".into(), "100m".into());
         let c = spec(&rev, &mesh).container();
         assert_eq!(c.name, PROXY_CONTAINER);
         assert_eq!(c.image.as_deref(), Some("registry.local/envoy:v1.40.0"));
@@ -254,7 +264,10 @@ mod tests {
         assert_eq!(r.requests.unwrap()["cpu"].0, "100m");
         assert!(r.limits.is_none());
         let env: Vec<String> = c.env.unwrap().into_iter().map(|e| e.name).collect();
-        assert_eq!(env, ["POD_NAME", "POD_NAMESPACE", "POD_IP", "SERVICE_ACCOUNT"]);
+        assert_eq!(
+            env,
+            ["POD_NAME", "POD_NAMESPACE", "POD_IP", "SERVICE_ACCOUNT"]
+        );
         let sc = c.security_context.unwrap();
         assert_eq!(sc.run_as_non_root, Some(true));
         assert_eq!(sc.read_only_root_filesystem, Some(true));

@@ -74,7 +74,11 @@ impl CertFiles {
     }
 }
 
-fn certified_key(cert_pem: &[u8], key_pem: &[u8], files: &CertFiles) -> Result<CertifiedKey, TlsError> {
+fn certified_key(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    files: &CertFiles,
+) -> Result<CertifiedKey, TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .filter_map(Result::ok)
         .collect();

@@ -298,13 +298,14 @@ fn check_host_port(address: &str) -> Result<(), String> {
         && host.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
     if dns_name || host.parse::<IpAddr>().is_ok() {
         Ok(())
     } else {
-        Err(format!("host {host:?} is neither a DNS name nor an IP address"))
+        Err(format!(
+            "host {host:?} is neither a DNS name nor an IP address"
+        ))
     }
 }
 
@@ -344,7 +345,21 @@ fn is_quantity(text: &str) -> bool {
         && number.len() - unsigned.len() <= 1;
     let suffix_ok = matches!(
         suffix,
-        "" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" | "n" | "u" | "m" | "k" | "M" | "G" | "T" | "P" | "E"
+        "" | "Ki"
+            | "Mi"
+            | "Gi"
+            | "Ti"
+            | "Pi"
+            | "Ei"
+            | "n"
+            | "u"
+            | "m"
+            | "k"
+            | "M"
+            | "G"
+            | "T"
+            | "P"
+            | "E"
     ) || suffix
         .strip_prefix(['e', 'E'])
         .map(|e| e.strip_prefix(['+', '-']).unwrap_or(e))
@@ -521,7 +536,10 @@ mod tests {
             ("discoveryAddress: 'a b:15010'", "neither a DNS name"),
             ("discoveryAddress: host:0", "not a number in 1-65535"),
             ("proxyImage: ''", "not an image reference"),
-            ("proxyResources: {requests: {cpu: lots}}", "not a Kubernetes quantity"),
+            (
+                "proxyResources: {requests: {cpu: lots}}",
+                "not a Kubernetes quantity",
+            ),
             ("proxyResources: {request: {cpu: 1}}", "unknown field"),
             ("proxyAdminPort: 70000", "proxyAdminPort"),
         ] {
@@ -532,7 +550,9 @@ mod tests {
 
     #[test]
     fn quantities_follow_kubernetes_syntax() {
-        for ok in ["1", "100m", "1.5", "128Mi", "2e3", "1E-2", "+1", ".5", "0.5Gi", "10k"] {
+        for ok in [
+            "1", "100m", "1.5", "128Mi", "2e3", "1E-2", "+1", ".5", "0.5Gi", "10k",
+        ] {
             assert!(is_quantity(ok), "{ok}");
         }
         for bad in ["", "m", "1.2.3", "1mi", "1 Gi", "--1", "1e", "lots", "."] {
