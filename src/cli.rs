@@ -92,6 +92,19 @@ pub struct ServeArgs {
     #[arg(long, env = "REVPLANE_ADMIN_ADDR", default_value = "127.0.0.1:15014")]
     pub admin_addr: SocketAddr,
 
+    /// Address of the HTTPS sidecar-injection webhook; it serves only when `--tls-cert` and
+    /// `--tls-key` are both given.
+    #[arg(long, env = "REVPLANE_WEBHOOK_ADDR", default_value = "0.0.0.0:15017")]
+    pub webhook_addr: SocketAddr,
+
+    /// The webhook's serving certificate (PEM), e.g. from the mounted Secret.
+    #[arg(long, env = "REVPLANE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The webhook's private key (PEM), e.g. from the mounted Secret.
+    #[arg(long, env = "REVPLANE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
     /// Build a snapshot once changes have been quiet this long.
     #[arg(long, env = "REVPLANE_DEBOUNCE_AFTER", default_value = "100ms", value_parser = humantime::parse_duration)]
     pub debounce_after: Duration,

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod envoy;
+pub mod helm;
 pub mod kube;
 pub mod process;
 
@@ -45,6 +46,9 @@ pub fn serve_args(revision: &str, source: &Path) -> ServeArgs {
         namespace: "revplane-system".to_string(),
         xds_addr: "127.0.0.1:0".parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
+        webhook_addr: "127.0.0.1:0".parse().unwrap(),
+        tls_cert: None,
+        tls_key: None,
         debounce_after: Duration::from_millis(20),
         debounce_max: Duration::from_secs(1),
         shutdown_grace: Duration::from_secs(2),

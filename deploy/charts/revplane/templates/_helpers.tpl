@@ -141,15 +141,15 @@ configuration of the release must carry the same CA, so the result is memoized.
 
 {{/*
 A webhook clientConfig calling `suffix` after the revision's injection path ("" for the
-revision itself, "/tag/<tag>" for a tag): injectionURL with the suffix appended to its path,
-or the Service at /inject<suffix>.
+revision itself, "/tag/<tag>" for a tag): injectionURL with the suffix appended to its path
+(without trailing slashes, as revision::tags does), or the Service at /inject<suffix>.
 */}}
 {{- define "revplane.clientConfig" -}}
 {{- $root := .root -}}
 {{- with $root.Values.injectionURL }}
 {{- if $.suffix }}
 {{- $u := urlParse . -}}
-{{- $_ := set $u "path" (printf "%s%s" $u.path $.suffix) }}
+{{- $_ := set $u "path" (printf "%s%s" (regexReplaceAll "/+$" $u.path "") $.suffix) }}
 url: {{ urlJoin $u | quote }}
 {{- else }}
 url: {{ . | quote }}
