@@ -1,14 +1,48 @@
 //! Both revisions installed side by side into the real kube-apiserver, an upgrade applied
 //! as a server-side dry run, and the certificate kept across a real upgrade.
 
+use std::path::Path;
+
 use serde_json::Value;
 
 use super::common::helm::*;
 use super::common::kube::*;
 use super::NS;
 
+/// Applies `manifest` as a server-side dry run; every object must be accepted.
+fn server_dry_run(kubeconfig: &Path, manifest: &str) {
+    let applied = kubectl(
+        kubeconfig,
+        &[
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "--force-conflicts",
+            "--field-manager=revplane-chart-test",
+            "-f",
+            "-",
+        ],
+        manifest,
+    )
+    .unwrap_or_else(|e| panic!("the API server refused the manifest: {e}"));
+    let accepted = applied.lines().filter(|l| l.contains("(server dry run)"));
+    assert_eq!(
+        accepted.count(),
+        parse_manifests(manifest).len(),
+        "{applied}"
+    );
+}
+
+/// The caBundles (base64, space-separated) of a MutatingWebhookConfiguration's webhooks.
+fn ca_bundles(kubeconfig: &Path, config: &str) -> String {
+    let what = format!("mutatingwebhookconfiguration/{config}");
+    let path = "jsonpath={.webhooks[*].clientConfig.caBundle}";
+    kubectl(kubeconfig, &["get", &what, "-o", path], "")
+        .unwrap_or_else(|e| panic!("kubectl get {what}: {e}"))
+}
+
 /// `kubectl get` of one field (a JSONPath) of a namespaced object.
-fn get_field(kubeconfig: &std::path::Path, what: &str, path: &str) -> String {
+fn get_field(kubeconfig: &Path, what: &str, path: &str) -> String {
     kubectl(
         kubeconfig,
         &["get", what, "-n", NS, "-o", &format!("jsonpath={{{path}}}")],
@@ -54,21 +88,11 @@ async fn every_object_is_accepted_by_the_apiserver_and_the_certificate_survives_
     let crt = "revplane-stable-tls";
     let before = get_field(&kubeconfig, &format!("secret/{crt}"), ".data.tls\\.crt");
     assert!(!before.is_empty());
-    let bundle = |kc: &std::path::Path| {
-        kubectl(
-            kc,
-            &[
-                "get",
-                "mutatingwebhookconfiguration/revplane-sidecar-injector-stable",
-                "-o",
-                "jsonpath={.webhooks[*].clientConfig.caBundle}",
-            ],
-            "",
-        )
-        .unwrap()
-    };
     let ca = get_field(&kubeconfig, &format!("secret/{crt}"), ".data.ca\\.crt");
-    assert_eq!(bundle(&kubeconfig), format!("{ca} {ca}"));
+    assert_eq!(
+        ca_bundles(&kubeconfig, "revplane-sidecar-injector-stable"),
+        format!("{ca} {ca}")
+    );
 
     // An upgrade, rendered against the cluster (lookup sees the Secret) and applied as a
     // server-side dry run: the API server accepts every object of the new revision of it.
@@ -95,28 +119,7 @@ async fn every_object_is_accepted_by_the_apiserver_and_the_certificate_survives_
         secret["data"]["tls.crt"], before,
         "the dry-run upgrade made a new certificate"
     );
-    let applied = kubectl(
-        &kubeconfig,
-        &[
-            "apply",
-            "--server-side",
-            "--dry-run=server",
-            "--force-conflicts",
-            "--field-manager=revplane-chart-test",
-            "-f",
-            "-",
-        ],
-        manifest,
-    )
-    .unwrap_or_else(|e| panic!("the API server refused the upgrade: {e}"));
-    assert_eq!(
-        applied
-            .lines()
-            .filter(|l| l.contains("(server dry run)"))
-            .count(),
-        objects.len(),
-        "{applied}"
-    );
+    server_dry_run(&kubeconfig, manifest);
 
     // The real upgrade keeps the certificate, so the webhooks' CA still matches it.
     helm(&upgrade, kc).unwrap_or_else(|e| panic!("helm upgrade: {e}"));
@@ -125,17 +128,22 @@ async fn every_object_is_accepted_by_the_apiserver_and_the_certificate_survives_
         after, before,
         "helm upgrade replaced the webhook certificate"
     );
-    assert_eq!(bundle(&kubeconfig), format!("{ca} {ca}"));
-    let tag_ca = kubectl(
-        &kubeconfig,
-        &[
-            "get",
-            "mutatingwebhookconfiguration/revplane-revision-tag-default",
-            "-o",
-            "jsonpath={.webhooks[*].clientConfig.caBundle}",
-        ],
-        "",
-    )
-    .unwrap();
+    assert_eq!(
+        ca_bundles(&kubeconfig, "revplane-sidecar-injector-stable"),
+        format!("{ca} {ca}")
+    );
+    let tag_ca = ca_bundles(&kubeconfig, "revplane-revision-tag-default");
     assert_eq!(tag_ca, [ca.as_str(); 4].join(" "));
+
+    // A revision with its own certificate (no Secret rendered) is accepted too.
+    let pem = pem_file(&secret_data(secret, "ca.crt"));
+    let byo = format!("caBundle={}", pem.display());
+    let objects = render("byo", NS, &["--set-file", &byo]);
+    assert!(!objects.iter().any(|o| o["kind"] == "Secret"));
+    let manifest = objects
+        .iter()
+        .map(|o| serde_yaml_ng::to_string(o).unwrap())
+        .collect::<Vec<_>>()
+        .join("---\n");
+    server_dry_run(&kubeconfig, &manifest);
 }
