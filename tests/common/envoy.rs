@@ -75,34 +75,15 @@ impl Envoy {
 
     /// Runs a pod's Envoy container as the kubelet would: its `command` (the image's `envoy`
     /// is the installed binary) and `args` exactly, after `$(VAR)` expansion with `env`.
-    /// `admin` is the admin address its bootstrap names.
+    /// `admin` is the admin address its bootstrap names; returns once it listens.
     pub fn start_container(
         command: &[String],
         args: &[String],
         env: &std::collections::BTreeMap<String, String>,
         admin: &str,
     ) -> Envoy {
-        assert_eq!(
-            command,
-            ["envoy"],
-            "the sidecar runs the image's envoy binary"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("envoy.log");
-        let args: Vec<String> = args.iter().map(|a| expand(a, env)).collect();
-        let child = Command::new(envoy_binary())
-            .args(&args)
-            .envs(env)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start envoy");
-        let mut envoy = Envoy {
-            child,
-            admin: admin.to_string(),
-            log,
-            _dir: dir,
-        };
+        let mut envoy = Envoy::start_container_unobserved(command, args, env);
+        envoy.admin = admin.to_string();
         for _ in 0..500 {
             if std::net::TcpStream::connect(admin).is_ok() {
                 return envoy;
@@ -113,6 +94,32 @@ impl Envoy {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("envoy admin not listening on {admin} within 10 s");
+    }
+
+    /// As [`Envoy::start_container`], for a bootstrap whose admin port is 0 (unknown here):
+    /// returns at once; observe it through the control plane.
+    pub fn start_container_unobserved(
+        command: &[String],
+        args: &[String],
+        env: &std::collections::BTreeMap<String, String>,
+    ) -> Envoy {
+        assert_eq!(command, ["envoy"], "the sidecar runs the image's envoy binary");
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("envoy.log");
+        let args: Vec<String> = args.iter().map(|a| expand(a, env)).collect();
+        let child = Command::new(envoy_binary())
+            .args(&args)
+            .envs(env)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start envoy");
+        Envoy {
+            child,
+            admin: String::new(),
+            log,
+            _dir: dir,
+        }
     }
 
     /// GET on Envoy's admin interface.
