@@ -146,7 +146,7 @@ async fn a_cluster_envoy_rejects_is_nacked_recorded_and_not_resent() {
         || async {
             let v: serde_json::Value =
                 serde_json::from_str(&admin_get(admin, "/debug/proxies").await.1).unwrap();
-            v["proxies"][0]["types"]["cds"]["last_nack"]
+            v["proxies"][0]["types"]["cds"]["last_nack"]["message"]
                 .as_str()
                 .is_some_and(|m| m.contains("envoy.cluster.eds"))
         },
