@@ -122,7 +122,7 @@ fn columns(rows: &[Vec<String>]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::sample;
+    use super::super::report::tests::sample;
     use super::super::Report;
     use super::*;
 
