@@ -49,18 +49,9 @@ fn a_missing_source_directory_is_a_clear_error() {
     );
 }
 
-/// Runs `revplane proxy-status <args>` off the async runtime; (exit code, stdout, stderr).
+/// Runs `revplane proxy-status <args>`; (exit code, stdout, stderr).
 async fn proxy_status(args: Vec<String>) -> (Option<i32>, String, String) {
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_revplane"))
-            .arg("proxy-status")
-            .args(&args)
-            .env_remove("REVPLANE_PROXY_STATUS_XDS_ADDR")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = common::process::run_cli([vec!["proxy-status".to_string()], args].concat()).await;
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -188,7 +179,7 @@ async fn proxy_status_names_an_unreachable_instance_and_still_shows_the_others()
     assert!(stdout.contains("web-canary.shop"), "{stdout}");
     assert!(
         stderr.contains(&format!(
-            "could not ask 1 of 2 instance(s): {closed}: cannot connect"
+            "could not ask 1 of 2 instance(s):\n  {closed}: cannot connect"
         )),
         "{stderr}"
     );

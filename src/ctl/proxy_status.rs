@@ -34,6 +34,7 @@ pub struct ProxyStatusArgs {
     /// the environment) for several instances, e.g. one per revision.
     #[arg(
         long = "xds-addr",
+        value_name = "HOST:PORT",
         env = "REVPLANE_PROXY_STATUS_XDS_ADDR",
         value_delimiter = ',',
         default_value = "127.0.0.1:15010"
@@ -56,7 +57,7 @@ pub struct ProxyStatusArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyStatusError {
     /// Some instances could not be asked (the others were shown).
-    #[error("could not ask {} of {total} instance(s): {}", failed.len(), failed.join("; "))]
+    #[error("could not ask {} of {total} instance(s):\n  {}", failed.len(), failed.join("\n  "))]
     Unreachable {
         /// `<address>: <reason>` per failed instance.
         failed: Vec<String>,

@@ -305,7 +305,7 @@ pub(super) mod tests {
         let err = report.outcome(&[], None).unwrap_err().to_string();
         assert_eq!(
             err,
-            "could not ask 1 of 2 instance(s): b:2: cannot connect: refused"
+            "could not ask 1 of 2 instance(s):\n  b:2: cannot connect: refused"
         );
         let fine = Report {
             instances: vec![report.instances[0].clone()],
