@@ -1,4 +1,5 @@
-//! The command line: `revplane serve ...`. Every flag can also be set by environment.
+//! The command line: `revplane serve ...`, `revplane proxy-status ...`. Every flag can also
+//! be set by environment.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +25,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Simulate many proxies against any ADS server and measure it.
     Load(LoadArgs),
+    /// Show every proxy of the given instances and where each resource type stands (CSDS).
+    ProxyStatus(crate::ctl::proxy_status::ProxyStatusArgs),
 }
 
 /// Flags of `revplane load`.

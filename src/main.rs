@@ -34,6 +34,7 @@ async fn main() -> anyhow::Result<()> {
     raise_open_file_limit();
     match cli.command {
         Command::Serve(args) => revplane::app::run(args).await,
+        Command::ProxyStatus(args) => Ok(revplane::ctl::proxy_status::run(args).await?),
         Command::Load(args) => {
             if !args.types.iter().all(|t| t == "cds" || t == "eds")
                 || !args.types.iter().any(|t| t == "cds")

@@ -146,7 +146,7 @@ async fn a_cluster_envoy_rejects_is_nacked_recorded_and_not_resent() {
         || async {
             let v: serde_json::Value =
                 serde_json::from_str(&admin_get(admin, "/debug/proxies").await.1).unwrap();
-            v["proxies"][0]["types"]["cds"]["last_nack"]
+            v["proxies"][0]["types"]["cds"]["last_nack"]["message"]
                 .as_str()
                 .is_some_and(|m| m.contains("envoy.cluster.eds"))
         },
@@ -177,6 +177,19 @@ async fn a_cluster_envoy_rejects_is_nacked_recorded_and_not_resent() {
     );
     assert!(envoy.dynamic_clusters().await.is_empty());
     assert!(server.log_text().contains("proxy rejected config (NACK)"));
+
+    // The operator's view: proxy-status names the NACK and Envoy's own message.
+    let addr = server.xds.to_string();
+    for node in [CANARY_NODE, "frontend-7d4b9.shop"] {
+        let (ok, detail, stderr) = proxy_status(&["--xds-addr", &addr, node]).await;
+        assert!(ok, "{stderr}");
+        assert!(detail.contains("CDS   NACKED"), "{detail}");
+        let message = detail
+            .split_once("CDS last NACK")
+            .map(|(_, m)| m)
+            .unwrap_or_default();
+        assert!(message.contains("envoy.cluster.eds"), "{detail}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -222,4 +235,78 @@ async fn a_changed_cluster_finishes_warming_with_its_endpoints() {
         },
     )
     .await;
+}
+
+/// `revplane proxy-status <args>`: (success, stdout, stderr).
+async fn proxy_status(args: &[&str]) -> (bool, String, String) {
+    let mut all = vec!["proxy-status".to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let out = common::process::run_cli(all).await;
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn proxy_status_over_both_revisions_shows_the_envoy_synced_on_its_own() {
+    let canary = Revplane::start("canary", &example_mesh()).await;
+    let stable = Revplane::start("stable", &example_mesh()).await;
+    let envoy = Envoy::start(CANARY_NODE, "canary", canary.xds.port(), &[]);
+    eventually(Duration::from_secs(10), "Envoy holds the mesh", || async {
+        envoy.outbound_endpoints().await == expected_endpoints()
+    })
+    .await;
+    let (canary_addr, stable_addr) = (canary.xds.to_string(), stable.xds.to_string());
+    let args = ["--xds-addr", &canary_addr, "--xds-addr", &stable_addr];
+    let want = [
+        "frontend-7d4b9.shop",
+        "canary",
+        "SYNCED",
+        "SYNCED",
+        "NOT SENT",
+        "NOT SENT",
+        canary_addr.as_str(),
+        env!("CARGO_PKG_VERSION"),
+    ];
+    let mut table = String::new();
+    for _ in 0..100 {
+        let (ok, stdout, stderr) = proxy_status(&args).await;
+        assert!(ok, "{stdout}{stderr}");
+        table = stdout;
+        let rows: Vec<Vec<&str>> = table
+            .lines()
+            .skip(1)
+            .map(|l| {
+                l.split("  ")
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .collect()
+            })
+            .collect();
+        if rows == [want.to_vec()] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 2, "one proxy over both instances:\n{table}");
+    assert_eq!(
+        rows[1]
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect::<Vec<_>>(),
+        want,
+        "{table}"
+    );
+    let (ok, json, _) = proxy_status(&[&args[..], &["--json"]].concat()).await;
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["instances"][0]["revision"], "canary");
+    assert_eq!(v["instances"][0]["proxies"], 1);
+    assert_eq!(v["instances"][1]["revision"], "stable");
+    assert_eq!(v["instances"][1]["proxies"], 0);
+    assert_eq!(v["proxies"][0]["node_id"], CANARY_NODE);
 }

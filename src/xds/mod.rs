@@ -1,15 +1,18 @@
 //! The xDS protocol: revision-gated ADS streams fed from the published snapshot.
 //!
 //! One task per stream ([`stream`]) selects over requests, snapshot changes and shutdown; the
-//! protocol rules live in the pure [`state`] module. This module must not reach back into
+//! protocol rules live in the pure [`state`] module. The same port serves CSDS ([`csds`]),
+//! which reads only the registry of connected proxies. This module must not reach back into
 //! sources, the catalog or translation: it only reads snapshots.
 
 pub mod admission;
 pub mod ads;
+pub mod csds;
 pub mod metrics;
 pub mod proxies;
 pub mod state;
 pub mod stream;
+pub mod sync_status;
 pub mod wire;
 
 use std::sync::Arc;
@@ -105,13 +108,14 @@ impl XdsContext {
     }
 }
 
-/// Serves ADS on an already bound listener until `ctx.shutdown`.
+/// Serves ADS and CSDS on an already bound listener until `ctx.shutdown`.
 pub async fn serve(
     listener: TcpListener,
     ctx: Arc<XdsContext>,
     limits: Limits,
 ) -> Result<(), tonic::transport::Error> {
     let shutdown = ctx.shutdown.clone();
+    let status = csds::service(&ctx);
     let service = ads::AdsServer::new(ctx, limits.max_request_bytes);
     tonic::transport::Server::builder()
         .max_concurrent_streams(limits.max_streams_per_connection)
@@ -119,6 +123,7 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(service)
+        .add_service(status)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await
 }

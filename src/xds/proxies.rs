@@ -1,5 +1,5 @@
-//! The registry of connected proxies behind `/debug/proxies`, and rate-limited logging of
-//! refused streams.
+//! The registry of connected proxies behind `/debug/proxies` and CSDS, and rate-limited
+//! logging of refused streams.
 //!
 //! Each stream owns a [`ProxyEntry`]; dropping it removes the proxy. The registry only holds
 //! status copies, written by the stream after each request or response.
@@ -15,7 +15,7 @@ use super::state::{StreamState, TypeState};
 use crate::revision::{ProxyIdentity, Rejection};
 use crate::snapshot::ResourceType;
 
-/// What `/debug/proxies` shows of one resource type of one proxy.
+/// What `/debug/proxies` and CSDS show of one resource type of one proxy.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct TypeStatus {
     /// Subscribed to every resource of the type.
@@ -28,8 +28,23 @@ pub struct TypeStatus {
     pub nonce: Option<String>,
     /// Last version the proxy acknowledged.
     pub acked_version: Option<String>,
-    /// Message of the last NACK, until a later response is acknowledged.
-    pub last_nack: Option<String>,
+    /// The last response is neither acknowledged nor rejected yet.
+    pub pending: bool,
+    /// The last NACK, until a later response is acknowledged (boxed: rare).
+    pub last_nack: Option<Box<NackStatus>>,
+}
+
+/// What the registry keeps of a proxy's last NACK.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct NackStatus {
+    /// The proxy's error message.
+    pub message: String,
+    /// `version_info` of the rejected response.
+    pub rejected_version: String,
+    /// Nonce of the rejected response.
+    pub nonce: String,
+    /// Seconds since the Unix epoch when the NACK arrived.
+    pub at: u64,
 }
 
 impl From<&TypeState> for TypeStatus {
@@ -40,9 +55,22 @@ impl From<&TypeState> for TypeStatus {
             sent_version: t.sent_version.clone(),
             nonce: t.nonce.clone(),
             acked_version: t.acked_version.clone(),
-            last_nack: t.last_nack.as_ref().map(|n| n.message.clone()),
+            pending: t.pending,
+            last_nack: t.last_nack.as_ref().map(|n| {
+                Box::new(NackStatus {
+                    message: n.message.clone(),
+                    rejected_version: n.rejected_version.clone(),
+                    nonce: n.nonce.clone(),
+                    at: unix_seconds(n.at),
+                })
+            }),
         }
     }
+}
+
+fn unix_seconds(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// What `/debug/proxies` shows of one proxy.
@@ -98,9 +126,7 @@ impl ProxyRegistry {
             namespace: identity.namespace.clone(),
             pod_name: identity.pod_name.clone(),
             service_account: identity.service_account.clone(),
-            connected_since: SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            connected_since: unix_seconds(SystemTime::now()),
             types: Default::default(),
         }));
         self.entries.insert(id, status.clone());
@@ -113,10 +139,19 @@ impl ProxyRegistry {
 
     /// All connected proxies, ordered by node id.
     pub fn list(&self) -> Vec<ProxyStatus> {
+        self.select(|_| true)
+    }
+
+    /// The connected proxies whose node id `keep` accepts, ordered by node id. One pass
+    /// over the registry; only the kept entries are copied.
+    pub fn select(&self, keep: impl Fn(&str) -> bool) -> Vec<ProxyStatus> {
         let mut out: Vec<ProxyStatus> = self
             .entries
             .iter()
-            .map(|e| e.value().lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .filter_map(|e| {
+                let status = e.value().lock().unwrap_or_else(|p| p.into_inner());
+                keep(&status.node_id).then(|| status.clone())
+            })
             .collect();
         out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         out

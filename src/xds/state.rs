@@ -22,6 +22,8 @@ pub struct Nack {
     pub nonce: String,
     /// The client's error message.
     pub message: String,
+    /// `version_info` of the rejected response.
+    pub rejected_version: String,
     /// When it arrived.
     pub at: SystemTime,
 }
@@ -86,6 +88,8 @@ pub struct TypeState {
     sent_built: Option<Instant>,
     /// Latest version the client acknowledged.
     pub acked_version: Option<String>,
+    /// The latest response is not answered (ACK or NACK) yet.
+    pub pending: bool,
     /// Latest NACK, kept until a later response is acknowledged (boxed: rare, and large
     /// next to the rest of an idle stream).
     pub last_nack: Option<Box<Nack>>,
@@ -130,12 +134,15 @@ impl StreamState {
                 version: req.version.to_string(),
                 nonce: req.nonce.to_string(),
                 message: message.to_string(),
+                rejected_version: ts.sent_version.clone().unwrap_or_default(),
                 at: SystemTime::now(),
             };
+            ts.pending = false;
             ts.last_nack = Some(Box::new(nack.clone()));
             Verdict::Nack(nack)
         } else {
             ts.acked_version = Some(req.version.to_string());
+            ts.pending = false;
             ts.last_nack = None;
             Verdict::Ack {
                 since_build: ts.sent_built.map(|b| b.elapsed()),
@@ -281,6 +288,7 @@ impl StreamState {
         ts.nonce = Some(nonce.clone());
         ts.sent_version = Some(resources.version.clone());
         ts.sent_built = Some(snapshot.built);
+        ts.pending = true;
         let response = Response {
             kind,
             version: resources.version.clone(),

@@ -103,7 +103,11 @@ impl Envoy {
         args: &[String],
         env: &std::collections::BTreeMap<String, String>,
     ) -> Envoy {
-        assert_eq!(command, ["envoy"], "the sidecar runs the image's envoy binary");
+        assert_eq!(
+            command,
+            ["envoy"],
+            "the sidecar runs the image's envoy binary"
+        );
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("envoy.log");
         let args: Vec<String> = args.iter().map(|a| expand(a, env)).collect();

@@ -111,3 +111,17 @@ impl Drop for Revplane {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `revplane <args>` to completion off the async runtime, as an operator would.
+pub async fn run_cli(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_revplane"))
+            .args(&args)
+            .env("NO_COLOR", "1")
+            .env_remove("REVPLANE_PROXY_STATUS_XDS_ADDR")
+            .output()
+            .expect("run revplane")
+    })
+    .await
+    .unwrap()
+}
