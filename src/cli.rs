@@ -24,6 +24,13 @@ pub enum Command {
     Serve(ServeArgs),
     /// Simulate many proxies against any ADS server and measure it.
     Load(LoadArgs),
+    /// Revision tags: mutable aliases that point injection at a revision (KUBECONFIG or
+    /// in-cluster).
+    #[command(subcommand)]
+    Tag(crate::ctl::tag::TagCommand),
+    /// Installed revisions and what still uses them (KUBECONFIG or in-cluster).
+    #[command(subcommand)]
+    Revision(crate::ctl::revision::RevisionCommand),
 }
 
 /// Flags of `revplane load`.

@@ -17,6 +17,7 @@ pub mod admin;
 pub mod app;
 pub mod catalog;
 pub mod cli;
+pub mod ctl;
 pub mod load;
 pub mod mesh;
 pub mod revision;

@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 };
 use k8s_openapi::ByteString;
 
-use super::selection::{webhook_selectors, REV_LABEL, TAG_LABEL};
+use super::selection::{intended, webhook_selectors, REV_LABEL, TAG_LABEL};
 use super::Revision;
 use crate::mesh::{LabelSelector, Requirement};
 
@@ -184,6 +184,22 @@ pub fn read_tag(config: &MutatingWebhookConfiguration) -> Result<Tag, TagError> 
         name: tag.clone(),
         revision: revision.clone(),
     })
+}
+
+/// For each revision or tag name, the namespaces (sorted) whose pods it injects by namespace
+/// label: `istio.io/rev=<name>` without `istio-injection`, and for `default` also
+/// `istio-injection=enabled`, as [`selection::intended`](super::selection::intended) decides.
+pub fn namespaces_by_name<'a>(
+    namespaces: impl IntoIterator<Item = (&'a str, &'a BTreeMap<String, String>)>,
+) -> BTreeMap<String, Vec<String>> {
+    let mut by_name: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (namespace, labels) in namespaces {
+        if let Some(name) = intended(labels, &BTreeMap::new()) {
+            by_name.entry(name).or_default().push(namespace.to_string());
+        }
+    }
+    by_name.values_mut().for_each(|v| v.sort());
+    by_name
 }
 
 /// `client` with its path extended by `/tag/<tag>` (service path, or the URL's path).

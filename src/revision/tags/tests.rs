@@ -226,3 +226,39 @@ fn tag_names_are_dns_labels() {
         "{err}"
     );
 }
+
+#[test]
+fn namespaces_count_for_the_name_their_labels_select() {
+    let ns = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let all = [
+        ("shop", ns(&[("istio.io/rev", "prod")])),
+        ("cart", ns(&[("istio.io/rev", "prod")])),
+        ("web", ns(&[("istio.io/rev", "canary")])),
+        ("legacy", ns(&[("istio-injection", "enabled")])),
+        // istio-injection wins over istio.io/rev: this one is default's, not prod's.
+        (
+            "mixed",
+            ns(&[("istio.io/rev", "prod"), ("istio-injection", "enabled")]),
+        ),
+        (
+            "off",
+            ns(&[("istio.io/rev", "prod"), ("istio-injection", "disabled")]),
+        ),
+        ("plain", ns(&[("team", "a")])),
+    ];
+    let by_name = namespaces_by_name(all.iter().map(|(n, l)| (*n, l)));
+    let expected: BTreeMap<String, Vec<String>> = [
+        ("prod", vec!["cart", "shop"]),
+        ("canary", vec!["web"]),
+        ("default", vec!["legacy", "mixed"]),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
+    .collect();
+    assert_eq!(by_name, expected);
+}
