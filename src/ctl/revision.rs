@@ -164,7 +164,7 @@ pub async fn run(
     let tags = tag::all_tags(&client).await?;
     let rows = rows(installed, &tags, &tag::namespaces(&client).await?);
     if args.json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&rows).unwrap())?;
+        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
     } else if rows.is_empty() {
         writeln!(
             out,

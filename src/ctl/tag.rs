@@ -160,6 +160,9 @@ pub enum TagCommandError {
     /// The YAML of `generate` could not be written.
     #[error("cannot render the tag as YAML: {0}")]
     Yaml(#[from] serde_yaml_ng::Error),
+    /// The JSON output could not be rendered.
+    #[error("cannot render the output as JSON: {0}")]
+    Json(#[from] serde_json::Error),
     /// The output could not be written.
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
@@ -235,10 +238,11 @@ async fn build(
 
 async fn set(client: &Client, args: &SetArgs, out: &mut dyn Write) -> Result<(), TagCommandError> {
     let (tag, wanted) = (args.tag.as_str(), args.revision.as_str());
-    let config = build(client, tag, wanted).await?;
+    let mut config = build(client, tag, wanted).await?;
     let name = tag_config_name(tag);
-    let current = get_config(client, &name).await?.map(|existing| {
-        read_tag(&existing).map_or_else(|e| format!("unknown ({e})"), |t| t.revision)
+    let existing = get_config(client, &name).await?;
+    let current = existing.as_ref().map(|existing| {
+        read_tag(existing).map_or_else(|e| format!("unknown ({e})"), |t| t.revision)
     });
     if let Some(current) = &current {
         if current != wanted && !args.overwrite {
@@ -249,7 +253,9 @@ async fn set(client: &Client, args: &SetArgs, out: &mut dyn Write) -> Result<(),
             });
         }
     }
-    // Forced: a tag the chart rendered (field manager helm) is taken over, as --overwrite says.
+    // Applied only over the version checked above (a concurrent move makes this a conflict,
+    // not a silent overwrite); forced, so a tag the chart rendered is taken over.
+    config.metadata.resource_version = existing.and_then(|e| e.metadata.resource_version);
     configs(client)
         .patch(
             &name,
@@ -309,7 +315,7 @@ async fn list(client: &Client, json: bool, out: &mut dyn Write) -> Result<(), Ta
         })
         .collect();
     if json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&rows).unwrap())?;
+        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
     } else if rows.is_empty() {
         writeln!(
             out,
