@@ -17,8 +17,8 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::pipeline::SnapshotReceiver;
 use crate::revision::Revision;
-use crate::snapshot::publisher::SnapshotReceiver;
 use crate::snapshot::{ResourceType, Snapshot};
 use crate::source::SourceStatus;
 use crate::translate::endpoint::socket_addresses;

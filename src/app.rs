@@ -19,8 +19,10 @@ use tracing::Instrument;
 
 use crate::admin::{self, AdminState};
 use crate::cli::{ServeArgs, SourceSpec};
+use crate::inject::tls::{CertFiles, ReloadingCert};
+use crate::inject::{self, InjectMetrics, Injector};
+use crate::pipeline::{Debounce, Publisher, PublisherMetrics, SnapshotReceiver};
 use crate::revision::RevisionGate;
-use crate::snapshot::publisher::{Debounce, Publisher, PublisherMetrics, SnapshotReceiver};
 use crate::source::dir::{self, DirMetrics};
 use crate::source::kube::{KubeMetrics, KubeSource, WATCHES as KUBE_WATCHES};
 use crate::source::SourceStatus;
@@ -38,6 +40,10 @@ pub struct Server {
     pub xds_addr: SocketAddr,
     /// Bound admin address.
     pub admin_addr: SocketAddr,
+    /// Bound injection webhook address (when `--tls-cert`/`--tls-key` were given).
+    pub webhook_addr: Option<SocketAddr>,
+    /// Injector metrics.
+    pub inject_metrics: InjectMetrics,
     /// Cancel to shut down.
     pub shutdown: CancellationToken,
     /// Publisher metrics (snapshot builds, encodes).
@@ -83,12 +89,38 @@ pub async fn start_on(
 ) -> anyhow::Result<Server> {
     let xds_addr = xds_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
+    // The webhook's certificate is checked before anything starts: a bad pair is a
+    // configuration error to report at once, not a failing handshake later.
+    let webhook = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let files = CertFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            };
+            let cert = ReloadingCert::load(files).context("cannot serve the injection webhook")?;
+            let listener = TcpListener::bind(args.webhook_addr)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot listen for the injection webhook on {}",
+                        args.webhook_addr
+                    )
+                })?;
+            Some((cert, listener))
+        }
+        _ => None,
+    };
+    let webhook_addr = match &webhook {
+        Some((_, listener)) => Some(listener.local_addr()?),
+        None => None,
+    };
     tracing::info!(
         revision = %args.revision,
         source = %args.source,
         namespace = %args.namespace,
         %xds_addr,
         %admin_addr,
+        webhook_addr = ?webhook_addr,
         debounce_after = ?args.debounce_after,
         debounce_max = ?args.debounce_max,
         shutdown_grace = ?args.shutdown_grace,
@@ -99,7 +131,7 @@ pub async fn start_on(
         push_concurrency = args.push_concurrency,
         "starting revplane"
     );
-    let (kube_client, source_count) = match &args.source {
+    let (kube_client, source_count): (Option<kube::Client>, usize) = match &args.source {
         SourceSpec::Dir(dir) => {
             if !dir.is_dir() {
                 anyhow::bail!(
@@ -135,6 +167,10 @@ pub async fn start_on(
     publisher_metrics.register(&mut registry);
     let xds_metrics = XdsMetrics::default();
     xds_metrics.register(&mut registry);
+    let inject_metrics = InjectMetrics::default();
+    if webhook.is_some() {
+        inject_metrics.register(&mut registry);
+    }
 
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     let debounce = Debounce {
@@ -142,11 +178,30 @@ pub async fn start_on(
         max: args.debounce_max,
     };
     let (publisher, snapshots) = Publisher::new(debounce, source_count, publisher_metrics.clone());
+    let injector_views = publisher.injector_views();
     tasks.spawn(
         publisher
             .run(events_rx, shutdown.clone())
             .instrument(tracing::info_span!("publisher")),
     );
+
+    if let Some((cert, listener)) = webhook {
+        let injector = Arc::new(Injector {
+            revision: args.revision.clone(),
+            control_namespace: args.namespace.clone(),
+            views: injector_views,
+            namespaces: kube_client.clone().map(kube::Api::all),
+            metrics: inject_metrics.clone(),
+        });
+        tasks.spawn(cert.clone().watch(shutdown.clone()));
+        let tls = cert.server_config();
+        tasks.spawn(
+            inject::server::serve(listener, tls, inject::router(injector), shutdown.clone())
+                .instrument(tracing::info_span!("webhook", addr = ?webhook_addr)),
+        );
+    } else {
+        tracing::info!("no --tls-cert/--tls-key: the injection webhook is off");
+    }
 
     let sources = SourceStatus::default();
     match &args.source {
@@ -229,6 +284,8 @@ pub async fn start_on(
     Ok(Server {
         xds_addr,
         admin_addr,
+        webhook_addr,
+        inject_metrics,
         shutdown,
         publisher_metrics,
         xds_metrics,

@@ -99,6 +99,20 @@ pub struct ServeArgs {
     #[arg(long, env = "REVPLANE_ADMIN_ADDR", default_value = "127.0.0.1:15014")]
     pub admin_addr: SocketAddr,
 
+    /// Address of the sidecar injection webhook (HTTPS). It serves only when `--tls-cert`
+    /// and `--tls-key` are given.
+    #[arg(long, env = "REVPLANE_WEBHOOK_ADDR", default_value = "0.0.0.0:15017")]
+    pub webhook_addr: SocketAddr,
+
+    /// PEM certificate (chain) the webhook serves, e.g. the mounted Secret's `tls.crt`;
+    /// reloaded when the file changes.
+    #[arg(long, env = "REVPLANE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "REVPLANE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Build a snapshot once changes have been quiet this long.
     #[arg(long, env = "REVPLANE_DEBOUNCE_AFTER", default_value = "100ms", value_parser = humantime::parse_duration)]
     pub debounce_after: Duration,
@@ -189,6 +203,22 @@ mod tests {
     }
 
     #[test]
+    fn a_certificate_needs_its_key() {
+        let err = Cli::try_parse_from([
+            "revplane",
+            "serve",
+            "--revision",
+            "canary",
+            "--source",
+            "d",
+            "--tls-cert",
+            "tls.crt",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("--tls-key"), "{err}");
+    }
+
+    #[test]
     fn defaults_use_istio_ports() {
         let cli =
             Cli::try_parse_from(["revplane", "serve", "--revision", "canary", "--source", "d"])
@@ -198,6 +228,8 @@ mod tests {
         };
         assert_eq!(args.xds_addr.port(), 15010);
         assert_eq!(args.admin_addr.port(), 15014);
+        assert_eq!(args.webhook_addr.port(), 15017);
+        assert_eq!(args.tls_cert, None);
         assert_eq!(args.debounce_after, Duration::from_millis(100));
         assert_eq!(args.source, SourceSpec::Dir("d".into()));
         let kube = Cli::try_parse_from([

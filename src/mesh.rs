@@ -19,6 +19,46 @@ pub struct MeshConfig {
     pub lb_policy: LbPolicy,
     /// Namespaces whose services this revision serves; empty means all namespaces.
     pub discovery_selectors: Vec<LabelSelector>,
+    /// What the injector gives each sidecar of this revision.
+    pub sidecar: SidecarConfig,
+}
+
+/// The sidecar the injector adds to a pod (mesh config keys `discoveryAddress`, `proxyImage`,
+/// `proxyResources`, `proxyAdminPort`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SidecarConfig {
+    /// `host:port` the sidecar dials for xDS; `None`: this revision's Service,
+    /// `revplane-<rev>.<namespace>.svc:15010`.
+    pub discovery_address: Option<String>,
+    /// Container image of the sidecar (an Envoy 1.40 image).
+    pub image: String,
+    /// Resource requests and limits of the sidecar container.
+    pub resources: ProxyResources,
+    /// Port of the sidecar's Envoy admin interface on 127.0.0.1 (0: any free port).
+    pub admin_port: u16,
+}
+
+/// Default sidecar image.
+pub const DEFAULT_PROXY_IMAGE: &str = "docker.io/envoyproxy/envoy:v1.40.0";
+
+impl Default for SidecarConfig {
+    fn default() -> Self {
+        SidecarConfig {
+            discovery_address: None,
+            image: DEFAULT_PROXY_IMAGE.to_string(),
+            resources: ProxyResources::default(),
+            admin_port: 15000,
+        }
+    }
+}
+
+/// Kubernetes resource quantities of the sidecar container, by resource name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ProxyResources {
+    /// `requests` (e.g. `cpu: 100m`, `memory: 128Mi`).
+    pub requests: BTreeMap<String, String>,
+    /// `limits`.
+    pub limits: BTreeMap<String, String>,
 }
 
 impl Default for MeshConfig {
@@ -28,11 +68,23 @@ impl Default for MeshConfig {
             connect_timeout: Duration::from_secs(1),
             lb_policy: LbPolicy::RoundRobin,
             discovery_selectors: Vec::new(),
+            sidecar: SidecarConfig::default(),
         }
     }
 }
 
 impl MeshConfig {
+    /// What translation reads (everything but the sidecar settings), to hash as an input of
+    /// every cluster: a new sidecar image must not re-translate the catalog.
+    pub fn translation_inputs(&self) -> impl std::hash::Hash + '_ {
+        (
+            &self.domain,
+            self.connect_timeout,
+            self.lb_policy,
+            &self.discovery_selectors,
+        )
+    }
+
     /// Whether a namespace with `labels` is admitted by the discovery selectors
     /// (`None`: the namespace object is not known).
     pub fn admits(&self, labels: Option<&BTreeMap<String, String>>) -> bool {

@@ -167,7 +167,8 @@ mod tests {
     fn the_selection_table() {
         const NAMES: [&str; 4] = ["stable", "canary", "prod", "default"];
         let rev = |r| (REV_LABEL, r);
-        let cases: &[(&[(&str, &str)], &[(&str, &str)], Option<&str>)] = &[
+        type Labels<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Labels, Labels, Option<&str>)] = &[
             // Namespace label istio.io/rev selects, whatever the pod says (but opt-out).
             (&[rev("canary")], &[], Some("canary")),
             (&[rev("canary")], &[rev("stable")], Some("canary")),

@@ -49,7 +49,10 @@ impl SnapshotBuilder {
         let mut load_assignments = Vec::with_capacity(self.by_service.len());
         let mut next = HashMap::with_capacity(self.by_service.len());
         // The catalog hashed each object when it arrived; here only those hashes are combined.
-        let (mesh_hash, domain_hash) = (content_hash(mesh), content_hash(&mesh.domain));
+        let (mesh_hash, domain_hash) = (
+            content_hash(&mesh.translation_inputs()),
+            content_hash(&mesh.domain),
+        );
         for service in admitted_services(catalog) {
             // Looked up once, read twice (hashes, then translated if changed).
             let slices: Vec<&Hashed<EndpointSlice>> = catalog.slices_of(&service.key).collect();

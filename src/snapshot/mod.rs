@@ -11,7 +11,6 @@ pub mod bodies;
 pub mod builder;
 mod cache;
 pub mod diffs;
-pub mod publisher;
 pub mod selections;
 
 use std::collections::BTreeMap;

@@ -20,8 +20,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::pipeline::SnapshotReceiver;
 use crate::revision::RevisionGate;
-use crate::snapshot::publisher::SnapshotReceiver;
 use metrics::XdsMetrics;
 use proxies::{ProxyRegistry, RejectionLog};
 

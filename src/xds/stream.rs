@@ -84,7 +84,7 @@ where
 struct Opened {
     stream: AdsStream,
     first: DiscoveryRequest,
-    snapshots: crate::snapshot::publisher::SnapshotReceiver,
+    snapshots: crate::pipeline::SnapshotReceiver,
     connected: Connected,
 }
 

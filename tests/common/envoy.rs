@@ -73,6 +73,48 @@ impl Envoy {
         panic!("envoy did not publish its admin address within 10 s");
     }
 
+    /// Runs a pod's Envoy container as the kubelet would: its `command` (the image's `envoy`
+    /// is the installed binary) and `args` exactly, after `$(VAR)` expansion with `env`.
+    /// `admin` is the admin address its bootstrap names.
+    pub fn start_container(
+        command: &[String],
+        args: &[String],
+        env: &std::collections::BTreeMap<String, String>,
+        admin: &str,
+    ) -> Envoy {
+        assert_eq!(
+            command,
+            ["envoy"],
+            "the sidecar runs the image's envoy binary"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("envoy.log");
+        let args: Vec<String> = args.iter().map(|a| expand(a, env)).collect();
+        let child = Command::new(envoy_binary())
+            .args(&args)
+            .envs(env)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start envoy");
+        let mut envoy = Envoy {
+            child,
+            admin: admin.to_string(),
+            log,
+            _dir: dir,
+        };
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(admin).is_ok() {
+                return envoy;
+            }
+            if let Ok(Some(status)) = envoy.child.try_wait() {
+                panic!("envoy exited at start ({status}): {}", envoy.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("envoy admin not listening on {admin} within 10 s");
+    }
+
     /// GET on Envoy's admin interface.
     pub async fn admin_get(&self, path: &str) -> String {
         reqwest::get(format!("http://{}{path}", self.admin))
@@ -180,4 +222,31 @@ admin:
     socket_address: {{address: 127.0.0.1, port_value: 0}}
 "#
     )
+}
+
+/// Kubernetes' expansion of `$(VAR)` in container args: a defined variable is replaced, `$$`
+/// is a literal `$`, anything else is left as written.
+pub fn expand(input: &str, env: &std::collections::BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(input.len());
+    let mut rest = input;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(after) = after.strip_prefix('$') {
+            out.push('$');
+            rest = after;
+        } else if let Some(name_end) = after.strip_prefix('(').and_then(|a| a.find(')')) {
+            let name = &after[1..=name_end];
+            match env.get(name) {
+                Some(value) => out.push_str(value),
+                None => out.push_str(&rest[i..i + name_end + 3]),
+            }
+            rest = &after[name_end + 2..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
 }

@@ -414,3 +414,110 @@ pub async fn apply_mesh_config(client: &Client, revision: &str, mesh: &str) {
         .await
         .unwrap();
 }
+
+/// The `matchExpressions` of a selector, as Kubernetes writes them.
+fn selector_json(selector: &revplane::mesh::LabelSelector) -> serde_json::Value {
+    use revplane::mesh::Requirement;
+    let exprs: Vec<serde_json::Value> = selector
+        .match_expressions
+        .iter()
+        .map(|r| match r {
+            Requirement::In(k, v) => serde_json::json!({"key": k, "operator": "In", "values": v}),
+            Requirement::NotIn(k, v) => {
+                serde_json::json!({"key": k, "operator": "NotIn", "values": v})
+            }
+            Requirement::Exists(k) => serde_json::json!({"key": k, "operator": "Exists"}),
+            Requirement::DoesNotExist(k) => {
+                serde_json::json!({"key": k, "operator": "DoesNotExist"})
+            }
+        })
+        .collect();
+    serde_json::json!({ "matchExpressions": exprs })
+}
+
+/// Creates (or replaces) a MutatingWebhookConfiguration `config` whose webhooks select for
+/// `name` (a revision or tag) and call `url`, trusting `ca_pem`.
+pub async fn apply_injector_webhook(
+    client: &Client,
+    config: &str,
+    labels: &[(&str, &str)],
+    name: &str,
+    url: &str,
+    ca_pem: &str,
+) {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    let ca = k8s_openapi::ByteString(ca_pem.as_bytes().to_vec());
+    let webhooks: Vec<serde_json::Value> = revplane::revision::selection::webhook_selectors(name)
+        .iter()
+        .map(|h| {
+            serde_json::json!({
+                "name": h.name,
+                "clientConfig": { "url": url, "caBundle": ca },
+                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
+                "failurePolicy": "Fail",
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "reinvocationPolicy": "Never",
+                "timeoutSeconds": 5,
+                "namespaceSelector": selector_json(&h.namespace),
+                "objectSelector": selector_json(&h.object),
+            })
+        })
+        .collect();
+    let object: MutatingWebhookConfiguration = serde_json::from_value(serde_json::json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {
+            "name": config,
+            "labels": labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
+        },
+        "webhooks": webhooks,
+    }))
+    .unwrap();
+    Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .patch(
+            config,
+            &PatchParams::apply("revplane-tests").force(),
+            &Patch::Apply(object),
+        )
+        .await
+        .unwrap();
+}
+
+/// Creates the `default` ServiceAccount of `ns` (no controller manager runs here, and the
+/// ServiceAccount admission plugin refuses pods without it).
+pub async fn create_default_service_account(client: &Client, ns: &str) {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let sa: ServiceAccount = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": { "name": "default", "namespace": ns },
+    }))
+    .unwrap();
+    Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .patch(
+            "default",
+            &PatchParams::apply("revplane-tests").force(),
+            &Patch::Apply(sa),
+        )
+        .await
+        .unwrap();
+}
+
+/// Creates a pod (one `app` container) with `labels`; the API server's answer, injected or not.
+pub async fn create_pod(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Result<k8s_openapi::api::core::v1::Pod, kube::Error> {
+    use k8s_openapi::api::core::v1::Pod;
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": name, "namespace": ns, "labels": labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<std::collections::BTreeMap<_, _>>() },
+        "spec": { "containers": [{ "name": "app", "image": "registry.local/app:1" }] },
+    }))
+    .unwrap();
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .create(&Default::default(), &pod)
+        .await
+}

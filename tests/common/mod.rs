@@ -2,6 +2,7 @@
 //! `127.0.0.1:0`, a scripted ADS client, and admin HTTP look-ups.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod envoy;
 pub mod kube;
 pub mod process;
@@ -45,6 +46,9 @@ pub fn serve_args(revision: &str, source: &Path) -> ServeArgs {
         namespace: "revplane-system".to_string(),
         xds_addr: "127.0.0.1:0".parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
+        webhook_addr: "127.0.0.1:0".parse().unwrap(),
+        tls_cert: None,
+        tls_key: None,
         debounce_after: Duration::from_millis(20),
         debounce_max: Duration::from_secs(1),
         shutdown_grace: Duration::from_secs(2),
@@ -252,4 +256,13 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Waits until the in-process server's `/ready` answers 200 (at most 10 s).
+pub async fn wait_ready(server: &Server) {
+    let addr = server.admin_addr;
+    eventually(Duration::from_secs(10), "server ready", || async move {
+        admin_get(addr, "/ready").await.0 == 200
+    })
+    .await;
 }

@@ -1,10 +1,13 @@
 //! The publisher task: owns the catalog, debounces changes, translates, and publishes
-//! snapshots on a `tokio::sync::watch` channel.
+//! snapshots on a `tokio::sync::watch` channel, and beside them the [`InjectorView`] the
+//! injection webhook reads (the mesh config and namespace labels, published at once, not
+//! debounced: a pod created right after its namespace was labelled must see the label).
 //!
 //! Nothing is published before every source reported its initial sync, so streams never see
 //! an empty snapshot that only means "not read yet". Debounce: a build starts once events have
 //! been quiet for `quiet`, or `max` after the first unbuilt change, whichever is first.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,12 +20,48 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::builder::SnapshotBuilder;
-use super::{ResourceType, Snapshot};
-use crate::catalog::{Catalog, CatalogEvent};
+use crate::catalog::{Catalog, CatalogEvent, Object, ObjectKind, ObjectRef};
+use crate::mesh::MeshConfig;
+use crate::snapshot::builder::SnapshotBuilder;
+use crate::snapshot::{ResourceType, Snapshot};
 
 /// The receiving side streams use: `None` until the first snapshot.
 pub type SnapshotReceiver = watch::Receiver<Option<Arc<Snapshot>>>;
+
+/// What the injection webhook reads of the catalog.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InjectorView {
+    /// The revision's mesh config in force.
+    pub mesh: MeshConfig,
+    /// Every namespace's labels, by name.
+    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// The receiving side the injector uses: `None` until every source synced.
+pub type InjectorViewReceiver = watch::Receiver<Option<Arc<InjectorView>>>;
+
+impl InjectorView {
+    fn of(catalog: &Catalog) -> InjectorView {
+        InjectorView {
+            mesh: catalog.mesh().clone(),
+            namespaces: catalog
+                .namespaces()
+                .map(|ns| (ns.name.clone(), ns.labels.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// Whether an event can change what the injector reads.
+fn touches_injector(event: &CatalogEvent) -> bool {
+    match event {
+        CatalogEvent::Apply(object) => matches!(object, Object::Namespace(_) | Object::Mesh(_)),
+        CatalogEvent::Delete(object) => matches!(object, ObjectRef::Namespace(_) | ObjectRef::Mesh),
+        CatalogEvent::Replace(kind, _) => matches!(kind, ObjectKind::Namespace | ObjectKind::Mesh),
+        CatalogEvent::Reset(_) => true,
+        CatalogEvent::Synced => false,
+    }
+}
 
 /// Debounce between catalog changes and snapshot builds.
 #[derive(Clone, Copy, Debug)]
@@ -101,6 +140,7 @@ pub struct Publisher {
     debounce: Debounce,
     sources_pending: usize,
     tx: watch::Sender<Option<Arc<Snapshot>>>,
+    views: watch::Sender<Option<Arc<InjectorView>>>,
     metrics: PublisherMetrics,
     serial: u64,
 }
@@ -119,6 +159,7 @@ impl Publisher {
             debounce,
             sources_pending: sources,
             tx,
+            views: watch::channel(None).0,
             metrics,
             serial: 0,
         };
@@ -128,6 +169,22 @@ impl Publisher {
     /// Another receiver of the published snapshots.
     pub fn subscribe(&self) -> SnapshotReceiver {
         self.tx.subscribe()
+    }
+
+    /// A receiver of the injector's view.
+    pub fn injector_views(&self) -> InjectorViewReceiver {
+        self.views.subscribe()
+    }
+
+    fn publish_view(&self) {
+        let view = InjectorView::of(&self.catalog);
+        self.views.send_if_modified(|current| {
+            if current.as_deref() == Some(&view) {
+                return false;
+            }
+            *current = Some(Arc::new(view));
+            true
+        });
     }
 
     /// Runs until the event channel closes or `shutdown`.
@@ -161,6 +218,15 @@ impl Publisher {
                             tracing::info!(services = self.catalog.service_count(), "all sources synced");
                             pending = None;
                             self.publish();
+                            self.publish_view();
+                        }
+                    } else if touches_injector(&event) {
+                        if self.catalog.handle(event) {
+                            let now = Instant::now();
+                            pending = Some(pending.map_or((now, now), |(first, _)| (first, now)));
+                            if self.sources_pending == 0 {
+                                self.publish_view();
+                            }
                         }
                     } else if self.catalog.handle(event) {
                         let now = Instant::now();
@@ -276,6 +342,67 @@ mod tests {
         assert!(
             (now - 5.0..=now).contains(&published),
             "publish time is stamped: {published} vs now {now}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_injector_view_follows_namespaces_and_mesh_at_once_after_sync() {
+        use crate::catalog::Namespace;
+        let debounce = Debounce {
+            quiet: Duration::from_secs(5),
+            max: Duration::from_secs(10),
+        };
+        let (publisher, _snapshots) = Publisher::new(debounce, 1, PublisherMetrics::default());
+        let mut views = publisher.injector_views();
+        let (tx, events) = mpsc::channel(16);
+        tokio::spawn(publisher.run(events, CancellationToken::new()));
+        let ns = |labels: &[(&str, &str)]| {
+            CatalogEvent::Apply(Object::Namespace(Namespace {
+                name: "shop".into(),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            }))
+        };
+        tx.send(ns(&[])).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(views.borrow().is_none(), "nothing before the initial sync");
+        tx.send(CatalogEvent::Synced).await.unwrap();
+        views.changed().await.unwrap();
+        assert_eq!(
+            views.borrow_and_update().as_ref().unwrap().namespaces["shop"].len(),
+            0
+        );
+
+        let start = Instant::now();
+        tx.send(ns(&[("istio.io/rev", "canary")])).await.unwrap();
+        views.changed().await.unwrap();
+        assert!(start.elapsed() < Duration::from_millis(5), "not debounced");
+        let view = views.borrow_and_update().clone().unwrap();
+        assert_eq!(view.namespaces["shop"]["istio.io/rev"], "canary");
+
+        let mut mesh = crate::mesh::MeshConfig::default();
+        mesh.sidecar.image = "registry.local/envoy:1".into();
+        tx.send(CatalogEvent::Apply(Object::Mesh(mesh)))
+            .await
+            .unwrap();
+        views.changed().await.unwrap();
+        assert_eq!(
+            views
+                .borrow_and_update()
+                .as_ref()
+                .unwrap()
+                .mesh
+                .sidecar
+                .image,
+            "registry.local/envoy:1"
+        );
+        tx.send(svc("a")).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert!(
+            !views.has_changed().unwrap(),
+            "services do not touch the view"
         );
     }
 
