@@ -1,7 +1,7 @@
 //! `revplane revision list` against the shared cluster: replicas, tags, namespaces, pods.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use revplane::revision::tags::service_client_config;
@@ -71,12 +71,7 @@ async fn revision_list_shows_replicas_tags_namespaces_and_pods() {
     create_namespace(&admin, "t4-legacy", &[("istio-injection", "enabled")]).await;
     // Pods carry istio.io/rev as injected pods do; their namespace opts out of injection.
     create_namespace(&admin, "t4-pods", &[("istio-injection", "disabled")]).await;
-    let sa: ServiceAccount =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}})).unwrap();
-    Api::<ServiceAccount>::namespaced(admin.clone(), "t4-pods")
-        .create(&PostParams::default(), &sa)
-        .await
-        .unwrap();
+    create_default_service_account(&admin, "t4-pods").await;
     pod(&admin, "t4-pods", "a-1", "t4-a").await;
     pod(&admin, "t4-pods", "a-2", "t4-a").await;
     pod(&admin, "t4-pods", "b-1", "t4-b").await;
