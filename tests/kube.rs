@@ -1,6 +1,7 @@
 //! End-to-end tier with a real kube-apiserver and etcd (and a real Envoy where a proxy is
 //! involved). Every revplane here runs with the least-privilege `revplane` token bound to the
-//! rules of deploy/rbac.yaml. Each test uses namespaces and revisions of its own.
+//! rules of the chart's ClusterRole and Role (deploy/charts/revplane). Each test uses
+//! namespaces and revisions of its own.
 
 mod common;
 
@@ -262,7 +263,7 @@ async fn a_forbidden_read_is_reported_clearly_and_retried_with_backoff() {
     );
     let log = server.log_text();
     assert!(
-        log.contains("forbidden") && log.contains("deploy/rbac.yaml"),
+        log.contains("forbidden") && log.contains("deploy/charts/revplane/templates/rbac.yaml"),
         "{log}"
     );
     let config = admin_get(server.admin, "/debug/config").await.1;

@@ -394,7 +394,8 @@ fn describe_watch_error(e: &watcher::Error) -> String {
     };
     match api_error {
         Some(s) if s.code == 403 => format!(
-            "forbidden: {}; grant the role in deploy/rbac.yaml to revplane's service account",
+            "forbidden: {}; grant revplane's service account the roles of its chart \
+             (deploy/charts/revplane/templates/rbac.yaml)",
             s.message
         ),
         _ => e.to_string(),

@@ -3,7 +3,8 @@
 //!
 //! One cluster per test binary; each test works in namespaces of its own. Two static tokens:
 //! `admin` (system:masters) for the test's own writes, and `revplane`, bound to exactly the
-//! rules of deploy/rbac.yaml, which every revplane under test runs with.
+//! rules of the chart's ClusterRole and Role (deploy/charts/revplane, rendered by helm), which
+//! every revplane under test runs with.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -24,7 +25,11 @@ pub const NOBODY_TOKEN: &str = "nobody-token";
 /// Namespace revplane's own ConfigMaps live in.
 pub const CONTROL_NS: &str = "revplane-system";
 
-fn tool(env: &str, default: &str) -> PathBuf {
+/// Revision whose chart RBAC is bound to the `revplane` user.
+pub const RBAC_REVISION: &str = "kube-tests";
+
+/// A part installed by scripts/install-kube: `env` if set, else `default` under the cache.
+pub fn tool(env: &str, default: &str) -> PathBuf {
     let path = std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| {
         let home = std::env::var_os("HOME")
             .map(PathBuf::from)
@@ -33,7 +38,7 @@ fn tool(env: &str, default: &str) -> PathBuf {
     });
     assert!(
         path.is_file(),
-        "{} not found at {}: run scripts/test, which installs etcd and kube-apiserver (scripts/install-kube)",
+        "{} not found at {}: run scripts/test, which installs etcd, kube-apiserver, kubectl and helm (scripts/install-kube)",
         env,
         path.display()
     );
@@ -144,7 +149,7 @@ impl KubeCluster {
         }
     }
 
-    /// The shared cluster of this test binary, with deploy/rbac.yaml installed.
+    /// The shared cluster of this test binary, with the chart's RBAC bound to `revplane`.
     pub async fn shared() -> &'static KubeCluster {
         static CLUSTER: tokio::sync::OnceCell<KubeCluster> = tokio::sync::OnceCell::const_new();
         CLUSTER
@@ -167,18 +172,22 @@ impl KubeCluster {
         self.main.admin().await
     }
 
-    /// Creates the roles of deploy/rbac.yaml and binds them to the `revplane` user
-    /// (instead of the ServiceAccount the manifest binds in a real cluster).
+    /// Creates the chart's ClusterRole and Role (rendered by `helm template` for revision
+    /// RBAC_REVISION in CONTROL_NS) and binds them to the `revplane` user instead of the
+    /// chart's ServiceAccount, so every test proves the chart's rules are sufficient.
     pub async fn install_rbac(&self) {
         let client = self.admin().await;
         create_namespace(&client, CONTROL_NS, &[]).await;
-        let text =
-            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rbac.yaml"))
-                .unwrap();
+        let set = format!("revision={RBAC_REVISION}");
+        let objects = super::helm::try_render(
+            &format!("revplane-{RBAC_REVISION}"),
+            CONTROL_NS,
+            &["--set", &set, "--show-only", "templates/rbac.yaml"],
+        )
+        .unwrap_or_else(|e| panic!("helm template of the chart's RBAC failed: {e}"));
         let user = serde_json::json!([{ "kind": "User", "name": "revplane", "apiGroup": "rbac.authorization.k8s.io" }]);
         let pp = PatchParams::apply("revplane-tests").force();
-        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
-            let mut v: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
+        for mut v in objects {
             let name = v["metadata"]["name"].as_str().unwrap().to_string();
             match v["kind"].as_str().unwrap() {
                 "ClusterRole" => {
@@ -211,7 +220,7 @@ impl KubeCluster {
                         .await
                         .unwrap();
                 }
-                other => panic!("unexpected kind {other} in deploy/rbac.yaml"),
+                other => panic!("unexpected kind {other} in the chart's templates/rbac.yaml"),
             }
         }
     }

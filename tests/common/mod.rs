@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod envoy;
+pub mod helm;
 pub mod kube;
 pub mod process;
 
