@@ -9,6 +9,7 @@
 //! every test of this binary, so every revision, tag and namespace name starts with the
 //! test's own prefix.
 
+mod chart;
 #[path = "../common/mod.rs"]
 mod common;
 mod revision;
