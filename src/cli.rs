@@ -27,6 +27,13 @@ pub enum Command {
     Load(LoadArgs),
     /// Show every proxy of the given instances and where each resource type stands (CSDS).
     ProxyStatus(crate::ctl::proxy_status::ProxyStatusArgs),
+    /// Revision tags: mutable aliases that point injection at a revision (KUBECONFIG or
+    /// in-cluster).
+    #[command(subcommand)]
+    Tag(crate::ctl::tag::TagCommand),
+    /// Installed revisions and what still uses them (KUBECONFIG or in-cluster).
+    #[command(subcommand)]
+    Revision(crate::ctl::revision::RevisionCommand),
 }
 
 /// Flags of `revplane load`.

@@ -61,5 +61,22 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Tag(command) => {
+            revplane::ctl::tag::run(command, kube_client().await?, &mut std::io::stdout()).await?;
+            Ok(())
+        }
+        Command::Revision(command) => {
+            revplane::ctl::revision::run(command, kube_client().await?, &mut std::io::stdout())
+                .await?;
+            Ok(())
+        }
     }
+}
+
+/// A client of the API server from KUBECONFIG (or ~/.kube/config) or the in-cluster config.
+async fn kube_client() -> anyhow::Result<kube::Client> {
+    use anyhow::Context;
+    kube::Client::try_default().await.context(
+        "cannot configure a Kubernetes client: set KUBECONFIG (or ~/.kube/config), or run in a pod",
+    )
 }

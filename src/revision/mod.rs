@@ -5,6 +5,7 @@
 //! into a gRPC status, a metric and a log line.
 
 pub mod selection;
+pub mod tags;
 
 use std::fmt;
 use std::str::FromStr;
