@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,6 +17,8 @@ use std::time::Duration;
 use common::certs::TestCa;
 use common::envoy::Envoy;
 use common::kube::*;
+use common::kubelet::downward_env;
+use common::process::run_cli;
 use common::process::Revplane;
 use common::*;
 use k8s_openapi::api::core::v1::{Container, Pod};
@@ -75,16 +76,12 @@ impl Revision {
     }
 
     /// Installs the revision's own MutatingWebhookConfiguration.
-    async fn install_webhook(&self, admin: &::kube::Client, ca: &TestCa) {
-        apply_injector_webhook(
-            admin,
-            &format!("revplane-sidecar-injector-{}", self.name),
-            &[("app", "revplane"), ("istio.io/rev", &self.name)],
-            &self.name,
-            &self.url("/inject"),
-            &ca.pem(),
-        )
-        .await;
+    async fn install_webhook(
+        &self,
+        admin: &::kube::Client,
+        ca: &TestCa,
+    ) -> k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration {
+        apply_revision_webhook(admin, &self.name, &self.url("/inject"), &ca.pem()).await
     }
 }
 
@@ -111,35 +108,6 @@ fn bootstrap(container: &Container) -> serde_json::Value {
     serde_yaml_ng::from_str(&args[1]).unwrap()
 }
 
-/// What the kubelet puts in the proxy's environment (downward API), for pod IP 127.0.0.1.
-fn downward_env(pod: &Pod, container: &Container) -> BTreeMap<String, String> {
-    let meta = &pod.metadata;
-    container
-        .env
-        .iter()
-        .flatten()
-        .map(|e| {
-            let path = e
-                .value_from
-                .as_ref()
-                .and_then(|v| v.field_ref.as_ref())
-                .map(|f| f.field_path.as_str());
-            let value = match path {
-                Some("metadata.name") => meta.name.clone().unwrap(),
-                Some("metadata.namespace") => meta.namespace.clone().unwrap(),
-                Some("status.podIP") => "127.0.0.1".to_string(),
-                Some("spec.serviceAccountName") => pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.service_account_name.clone())
-                    .unwrap_or_default(),
-                other => e.value.clone().unwrap_or_else(|| panic!("env {other:?}")),
-            };
-            (e.name.clone(), value)
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn pods_get_the_sidecar_of_the_revision_their_namespace_names_and_it_runs() {
     let cluster = KubeCluster::shared().await;
@@ -164,21 +132,9 @@ async fn pods_get_the_sidecar_of_the_revision_their_namespace_names_and_it_runs(
     )
     .await;
     stable.install_webhook(&admin, &ca).await;
-    canary.install_webhook(&admin, &ca).await;
+    let canary_config = canary.install_webhook(&admin, &ca).await;
     // Tag inj-prod -> canary: the tag's webhooks call canary's /inject/tag/inj-prod.
-    apply_injector_webhook(
-        &admin,
-        "revplane-revision-tag-inj-prod",
-        &[
-            ("app", "revplane"),
-            ("istio.io/tag", "inj-prod"),
-            ("istio.io/rev", "inj-canary"),
-        ],
-        "inj-prod",
-        &canary.url("/inject/tag/inj-prod"),
-        &ca.pem(),
-    )
-    .await;
+    apply_tag_webhook(&admin, "inj-prod", "inj-canary", &canary_config).await;
     create_namespace(&admin, "inj-shop", &[("istio.io/rev", "inj-canary")]).await;
     create_namespace(&admin, "inj-pay", &[("istio.io/rev", "inj-stable")]).await;
     create_namespace(&admin, "inj-web", &[("istio.io/rev", "inj-prod")]).await;
@@ -279,6 +235,41 @@ async fn pods_get_the_sidecar_of_the_revision_their_namespace_names_and_it_runs(
         proxies.contains("sidecar~127.0.0.1~web-1.inj-shop~inj-shop.svc.cluster.local"),
         "{proxies}"
     );
+    // proxy-status over both revisions: the sidecar is canary's, and SYNCED there.
+    let mut synced = String::new();
+    for _ in 0..100 {
+        let out = run_cli(vec![
+            "proxy-status".into(),
+            "--xds-addr".into(),
+            stable.server.xds.to_string(),
+            "--xds-addr".into(),
+            canary.server.xds.to_string(),
+        ])
+        .await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let table = String::from_utf8_lossy(&out.stdout).into_owned();
+        let row = table
+            .lines()
+            .find(|l| l.starts_with("web-1.inj-shop "))
+            .unwrap_or_else(|| panic!("the sidecar is listed: {table}"))
+            .to_string();
+        let words: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(words[1], "inj-canary", "{row}");
+        assert!(
+            words.contains(&canary.server.xds.to_string().as_str()),
+            "{row}"
+        );
+        if words[2] == "SYNCED" && words[3] == "SYNCED" {
+            synced = row;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!synced.is_empty(), "CDS and EDS SYNCED in proxy-status");
     drop(envoy);
 
     // The same args pointed at stable: refused, and it holds no config.
@@ -315,15 +306,7 @@ async fn with_its_webhook_down_a_pod_is_refused_with_an_error_naming_the_webhook
     let admin = cluster.admin().await;
     let ca = TestCa::new("down-ca");
     let gone = free_addr();
-    apply_injector_webhook(
-        &admin,
-        "revplane-sidecar-injector-down",
-        &[("app", "revplane"), ("istio.io/rev", "down")],
-        "down",
-        &format!("https://{gone}/inject"),
-        &ca.pem(),
-    )
-    .await;
+    apply_revision_webhook(&admin, "down", &format!("https://{gone}/inject"), &ca.pem()).await;
     create_namespace(&admin, "down-shop", &[("istio.io/rev", "down")]).await;
     create_default_service_account(&admin, "down-shop").await;
     let err = create_pod(&admin, "down-shop", "web-1", &[])

@@ -275,6 +275,12 @@ async fn set(client: &Client, args: &SetArgs, out: &mut dyn Write) -> Result<(),
             out,
             "Tag {tag} already points to revision {wanted}; re-applied."
         )?,
+        None if tag == crate::revision::selection::DEFAULT_NAME => writeln!(
+            out,
+            "Tag {tag} created, pointing to revision {wanted}. It injects namespaces labelled \
+             istio.io/rev=default or istio-injection=enabled, and pods labelled \
+             sidecar.istio.io/inject=true."
+        )?,
         None => writeln!(
             out,
             "Tag {tag} created, pointing to revision {wanted}. To inject through it: kubectl \

@@ -424,70 +424,44 @@ pub async fn apply_mesh_config(client: &Client, revision: &str, mesh: &str) {
         .unwrap();
 }
 
-/// The `matchExpressions` of a selector, as Kubernetes writes them.
-fn selector_json(selector: &revplane::mesh::LabelSelector) -> serde_json::Value {
-    use revplane::mesh::Requirement;
-    let exprs: Vec<serde_json::Value> = selector
-        .match_expressions
-        .iter()
-        .map(|r| match r {
-            Requirement::In(k, v) => serde_json::json!({"key": k, "operator": "In", "values": v}),
-            Requirement::NotIn(k, v) => {
-                serde_json::json!({"key": k, "operator": "NotIn", "values": v})
-            }
-            Requirement::Exists(k) => serde_json::json!({"key": k, "operator": "Exists"}),
-            Requirement::DoesNotExist(k) => {
-                serde_json::json!({"key": k, "operator": "DoesNotExist"})
-            }
-        })
-        .collect();
-    serde_json::json!({ "matchExpressions": exprs })
-}
-
-/// Creates (or replaces) a MutatingWebhookConfiguration `config` whose webhooks select for
-/// `name` (a revision or tag) and call `url`, trusting `ca_pem`.
-pub async fn apply_injector_webhook(
+/// Installs revision `revision`'s own MutatingWebhookConfiguration (as the chart and
+/// `revplane tag` write it: `revision::tags`), calling `url` and trusting `ca_pem`.
+pub async fn apply_revision_webhook(
     client: &Client,
-    config: &str,
-    labels: &[(&str, &str)],
-    name: &str,
+    revision: &str,
     url: &str,
     ca_pem: &str,
+) -> k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration {
+    use revplane::revision::tags;
+    let config =
+        tags::revision_configuration(revision, &tags::url_client_config(url, ca_pem.as_bytes()));
+    apply_webhook_configuration(client, &config).await;
+    config
+}
+
+/// Installs tag `tag` pointing at the revision whose configuration is `revision_config`.
+pub async fn apply_tag_webhook(
+    client: &Client,
+    tag: &str,
+    revision: &str,
+    revision_config: &k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration,
+) {
+    let config = revplane::revision::tags::tag_configuration(tag, revision, revision_config)
+        .expect("the revision's configuration has a client config");
+    apply_webhook_configuration(client, &config).await;
+}
+
+async fn apply_webhook_configuration(
+    client: &Client,
+    config: &k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration,
 ) {
     use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-    let ca = k8s_openapi::ByteString(ca_pem.as_bytes().to_vec());
-    let webhooks: Vec<serde_json::Value> = revplane::revision::selection::webhook_selectors(name)
-        .iter()
-        .map(|h| {
-            serde_json::json!({
-                "name": h.name,
-                "clientConfig": { "url": url, "caBundle": ca },
-                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
-                "failurePolicy": "Fail",
-                "sideEffects": "None",
-                "admissionReviewVersions": ["v1"],
-                "reinvocationPolicy": "Never",
-                "timeoutSeconds": 5,
-                "namespaceSelector": selector_json(&h.namespace),
-                "objectSelector": selector_json(&h.object),
-            })
-        })
-        .collect();
-    let object: MutatingWebhookConfiguration = serde_json::from_value(serde_json::json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": {
-            "name": config,
-            "labels": labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
-        },
-        "webhooks": webhooks,
-    }))
-    .unwrap();
+    let name = config.metadata.name.clone().unwrap();
     Api::<MutatingWebhookConfiguration>::all(client.clone())
         .patch(
-            config,
+            &name,
             &PatchParams::apply("revplane-tests").force(),
-            &Patch::Apply(object),
+            &Patch::Apply(config),
         )
         .await
         .unwrap();

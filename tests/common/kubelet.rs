@@ -119,11 +119,7 @@ impl Kubelet {
             let running = self.start_server(&revision, &deployment).await;
             self.servers.insert(revision.clone(), running);
             let name = deployment.metadata.name.clone().unwrap();
-            let replicas = deployment
-                .spec
-                .as_ref()
-                .and_then(|s| s.replicas)
-                .unwrap_or(1);
+            let replicas = deployment.spec.replicas.unwrap_or(1);
             let status = serde_json::json!({ "status": {
                 "observedGeneration": deployment.metadata.generation,
                 "replicas": replicas, "readyReplicas": replicas,
@@ -144,8 +140,7 @@ impl Kubelet {
             .addresses
             .get(revision)
             .unwrap_or_else(|| panic!("the test assigned no addresses to revision {revision}"));
-        let container = &deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
-            .containers[0];
+        let container = &deployment.spec.template.spec.as_ref().unwrap().containers[0];
         let dir = tempfile::tempdir().unwrap();
         // The Secret mounted at /etc/revplane/tls.
         let secret = Api::<Secret>::namespaced(self.client.clone(), &self.control_ns)
@@ -234,9 +229,24 @@ impl Kubelet {
             let node = format!("sidecar~127.0.0.1~{name}.{ns}~{ns}.svc.cluster.local");
             self.wait_attached(&revision, &node, &envoy).await;
             self.proxies.insert(uid, envoy);
+            let containers: Vec<serde_json::Value> = pod
+                .spec
+                .as_ref()
+                .unwrap()
+                .containers
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "name": c.name, "image": c.image, "imageID": "", "ready": true,
+                        "restartCount": 0, "started": true,
+                        "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}},
+                    })
+                })
+                .collect();
             let status = serde_json::json!({ "status": {
                 "phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
                 "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": containers,
             }});
             Api::<Pod>::namespaced(self.client.clone(), &ns)
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))

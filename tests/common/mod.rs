@@ -6,6 +6,7 @@ pub mod certs;
 pub mod envoy;
 pub mod helm;
 pub mod kube;
+pub mod kubelet;
 pub mod process;
 
 use std::path::{Path, PathBuf};
