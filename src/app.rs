@@ -186,13 +186,13 @@ pub async fn start_on(
     );
 
     if let Some((cert, listener)) = webhook {
-        let injector = Arc::new(Injector {
-            revision: args.revision.clone(),
-            control_namespace: args.namespace.clone(),
-            views: injector_views,
-            namespaces: kube_client.clone().map(kube::Api::all),
-            metrics: inject_metrics.clone(),
-        });
+        let injector = Arc::new(Injector::new(
+            args.revision.clone(),
+            args.namespace.clone(),
+            injector_views,
+            kube_client.clone().map(kube::Api::all),
+            inject_metrics.clone(),
+        ));
         tasks.spawn(cert.clone().watch(shutdown.clone()));
         let tls = cert.server_config();
         tasks.spawn(

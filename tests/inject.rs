@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::certs::TestCa;
+use rustls_pki_types::pem::PemObject;
 use revplane::app::{self, Server};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -71,6 +72,7 @@ async fn start_webhook(ca: &TestCa) -> Webhook {
 
 fn client_trusting(ca_pem: &str) -> reqwest::Client {
     reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
         .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
         .timeout(Duration::from_secs(5))
         .build()
@@ -210,6 +212,13 @@ async fn a_pod_of_the_revisions_namespace_gets_the_sidecar_and_others_are_left_a
         .unwrap()
         .contains("opted out"));
 
+    // A pod in the host's network is never injected.
+    let mut host = pod(json!({}));
+    host["spec"]["hostNetwork"] = json!(true);
+    let (response, untouched) = hook.inject("/inject", "shop", host).await;
+    assert_eq!(containers(&untouched), ["app"]);
+    assert!(response["warnings"][0].as_str().unwrap().contains("hostNetwork"));
+
     // `istio-injection=enabled` belongs to the revision or tag `default`, not canary.
     let (_, untouched) = hook.inject("/inject", "legacy", pod(json!({}))).await;
     assert_eq!(containers(&untouched), ["app"]);
@@ -222,6 +231,7 @@ async fn a_pod_of_the_revisions_namespace_gets_the_sidecar_and_others_are_left_a
         ("already_injected", 1),
         ("not_selected", 2),
         ("opted_out", 1),
+        ("not_eligible", 1),
     ] {
         let line = format!(
             "revplane_sidecar_injections_total{{revision=\"canary\",result=\"{result}\"}} {n}"
@@ -284,6 +294,16 @@ async fn bad_reviews_get_a_clear_400_and_other_objects_pass_untouched() {
     assert_eq!(status, 400);
     assert!(body.as_str().unwrap().contains("no request"), "{body}");
 
+    let huge = "x".repeat(4 * 1024 * 1024);
+    let r = hook
+        .client
+        .post(format!("{}/inject", hook.base))
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413, "a review over the size limit");
+
     let config_map = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}});
     let (response, untouched) = hook.inject("/inject", "shop", config_map.clone()).await;
     assert_eq!(response["allowed"], true);
@@ -325,10 +345,16 @@ async fn a_rotated_certificate_is_served_without_a_restart() {
     }
     assert!(served, "the new certificate is served within 10 s");
 
-    // A broken pair is not taken: the last good certificate stays.
+    // A broken pair is not taken: the last good certificate stays (a new client, so a new
+    // handshake).
     std::fs::write(hook.dir.path().join("tls.crt"), "garbage").unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let r = trusting_new.post(&url).body("{}").send().await.unwrap();
+    let r = client_trusting(&new_ca.pem())
+        .post(&url)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 400);
 }
 
@@ -348,4 +374,58 @@ async fn a_bad_certificate_stops_the_server_from_starting_and_names_the_file() {
     let message = format!("{err:#}");
     assert!(message.contains(&*cert.to_string_lossy()), "{message}");
     assert!(message.contains("no PEM certificate"), "{message}");
+}
+
+#[tokio::test]
+async fn a_client_that_trickles_its_review_is_cut_off_at_the_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = TestCa::new("webhook-ca");
+    let hook = start_webhook(&ca).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(
+            rustls_pki_types::CertificateDer::from_pem_slice(ca.pem().as_bytes()).unwrap(),
+        )
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(hook.server.webhook_addr.unwrap())
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let started = std::time::Instant::now();
+    tls.write_all(
+        b"POST /inject HTTP/1.1\r\nhost: webhook\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n{\"apiVersion\"",
+    )
+    .await
+    .unwrap();
+    // One byte a second: never done within the deadline.
+    let trickle = async {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if tls.write_all(b" ").await.is_err() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(12), trickle).await;
+    let mut answer = vec![0; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(2), tls.read(&mut answer))
+        .await
+        .expect("answered")
+        .unwrap_or(0);
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(12),
+        "cut off at the 8 s deadline, not after {took:?}"
+    );
 }

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Pod;
 use super::patch;
 use super::template::SidecarSpec;
 use crate::mesh::MeshConfig;
-use crate::revision::selection::{self, Selection};
+use crate::revision::selection::{self, Selection, INJECT_LABEL};
 use crate::revision::Revision;
 
 /// Which of this revision's webhooks was called.
@@ -44,6 +44,9 @@ pub enum Outcome {
     AlreadyInjected,
     /// The pod or its namespace opted out.
     OptedOut,
+    /// A pod no revision injects, whatever its labels: it runs in the host's network, or in
+    /// a system namespace.
+    NotEligible(&'static str),
     /// Not this revision's pod; `intended` is who should inject it, if anyone.
     NotSelected {
         /// The revision or tag the labels select, if any.
@@ -58,6 +61,7 @@ impl Outcome {
             Outcome::Inject(_) => "injected",
             Outcome::AlreadyInjected => "already_injected",
             Outcome::OptedOut => "opted_out",
+            Outcome::NotEligible(_) => "not_eligible",
             Outcome::NotSelected { .. } => "not_selected",
         }
     }
@@ -77,6 +81,9 @@ impl Outcome {
             Outcome::OptedOut => Some(format!(
                 "revplane {revision}{via}: pod {pod} opted out of injection (sidecar.istio.io/inject=false or istio-injection=disabled); not injected"
             )),
+            Outcome::NotEligible(why) => Some(format!(
+                "revplane {revision}{via}: pod {pod} {why}; not injected"
+            )),
             Outcome::NotSelected { intended } => Some(match intended {
                 Some(other) => format!(
                     "revplane {revision}{via}: pod {pod} is selected for {other:?}, not {:?}; not injected (check the webhook configurations' selectors)",
@@ -90,18 +97,50 @@ impl Outcome {
     }
 }
 
-/// Decides for a pod being created in a namespace with `namespace_labels`.
+/// Namespaces whose pods are never injected (Istio's).
+pub const IGNORED_NAMESPACES: [&str; 2] = ["kube-system", "kube-public"];
+
+/// Why a pod is never injected, whatever selects it (Istio's rules).
+fn ineligible(namespace: &str, pod: &Pod) -> Option<&'static str> {
+    if pod.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
+        // Its sidecar would share the node's network: admin ports and node ids collide.
+        return Some("runs in the host's network (hostNetwork)");
+    }
+    if IGNORED_NAMESPACES.contains(&namespace) {
+        return Some("is in a system namespace");
+    }
+    None
+}
+
+/// Whether the pod opted out with the legacy annotation `sidecar.istio.io/inject: "false"`
+/// (a label, when present, wins, as in Istio).
+fn opted_out_by_annotation(pod: &Pod) -> bool {
+    let meta = &pod.metadata;
+    let label = meta.labels.as_ref().and_then(|l| l.get(INJECT_LABEL));
+    let annotation = meta.annotations.as_ref().and_then(|a| a.get(INJECT_LABEL));
+    label.is_none() && annotation.is_some_and(|v| v == "false")
+}
+
+/// Decides for a pod being created in `namespace`, whose labels are `namespace_labels`.
 pub fn decide(
     revision: &Revision,
     route: &Route,
+    namespace: &str,
     pod: &Pod,
     namespace_labels: &BTreeMap<String, String>,
     mesh: &MeshConfig,
     control_namespace: &str,
 ) -> Outcome {
+    if let Some(why) = ineligible(namespace, pod) {
+        return Outcome::NotEligible(why);
+    }
     let empty = BTreeMap::new();
     let pod_labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
-    match selection::select(route.name(revision), namespace_labels, pod_labels) {
+    let selected = selection::select(route.name(revision), namespace_labels, pod_labels);
+    if matches!(selected, Selection::Selected(_)) && opted_out_by_annotation(pod) {
+        return Outcome::OptedOut;
+    }
+    match selected {
         Selection::OptedOut => return Outcome::OptedOut,
         Selection::NotSelected => {
             return Outcome::NotSelected {
@@ -162,6 +201,7 @@ mod tests {
         decide(
             &"canary".parse().unwrap(),
             route,
+            "shop",
             p,
             &labels(ns),
             &MeshConfig::default(),
@@ -213,6 +253,28 @@ mod tests {
             "not_selected",
             "the tag route answers only for the tag's name"
         );
+    }
+
+    #[test]
+    fn host_network_pods_system_namespaces_and_the_legacy_annotation_are_left_alone() {
+        let ns = [("istio.io/rev", "canary")];
+        let host = pod("metadata: {name: agent}\nspec: {hostNetwork: true, containers: [{name: app}]}\n");
+        assert_eq!(decide_for(&Route::Revision, &ns, &host).result(), "not_eligible");
+        let p = pod("metadata: {name: dns}\nspec: {containers: [{name: app}]}\n");
+        let system = decide(
+            &"canary".parse().unwrap(),
+            &Route::Revision,
+            "kube-system",
+            &p,
+            &labels(&ns),
+            &MeshConfig::default(),
+            "revplane-system",
+        );
+        assert_eq!(system, Outcome::NotEligible("is in a system namespace"));
+        let annotated = pod("metadata: {name: web, annotations: {sidecar.istio.io/inject: 'false'}}\nspec: {containers: [{name: app}]}\n");
+        assert_eq!(decide_for(&Route::Revision, &ns, &annotated), Outcome::OptedOut);
+        let label_wins = pod("metadata: {name: web, labels: {sidecar.istio.io/inject: 'true'}, annotations: {sidecar.istio.io/inject: 'false'}}\nspec: {containers: [{name: app}]}\n");
+        assert_eq!(decide_for(&Route::Revision, &ns, &label_wins).result(), "injected");
     }
 
     #[test]

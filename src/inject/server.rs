@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 pub const MAX_CONNECTIONS: usize = 256;
 
 /// Time a new connection has for its TLS handshake, and then for each request head.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Serves `router` over TLS on an already bound listener until `shutdown`.
 pub async fn serve(
