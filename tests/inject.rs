@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::certs::TestCa;
-use rustls_pki_types::pem::PemObject;
 use revplane::app::{self, Server};
+use rustls_pki_types::pem::PemObject;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
@@ -217,7 +217,10 @@ async fn a_pod_of_the_revisions_namespace_gets_the_sidecar_and_others_are_left_a
     host["spec"]["hostNetwork"] = json!(true);
     let (response, untouched) = hook.inject("/inject", "shop", host).await;
     assert_eq!(containers(&untouched), ["app"]);
-    assert!(response["warnings"][0].as_str().unwrap().contains("hostNetwork"));
+    assert!(response["warnings"][0]
+        .as_str()
+        .unwrap()
+        .contains("hostNetwork"));
 
     // `istio-injection=enabled` belongs to the revision or tag `default`, not canary.
     let (_, untouched) = hook.inject("/inject", "legacy", pod(json!({}))).await;
@@ -383,9 +386,7 @@ async fn a_client_that_trickles_its_review_is_cut_off_at_the_deadline() {
     let hook = start_webhook(&ca).await;
     let mut roots = rustls::RootCertStore::empty();
     roots
-        .add(
-            rustls_pki_types::CertificateDer::from_pem_slice(ca.pem().as_bytes()).unwrap(),
-        )
+        .add(rustls_pki_types::CertificateDer::from_pem_slice(ca.pem().as_bytes()).unwrap())
         .unwrap();
     let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),

@@ -76,7 +76,12 @@ impl Injector {
             // Answered without decoding the object: allowed, untouched.
             let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
                 Ok(review) => review,
-                Err(e) => return invalid(format!("malformed AdmissionReview: {}\n", bounded(&e.to_string(), ECHO))),
+                Err(e) => {
+                    return invalid(format!(
+                        "malformed AdmissionReview: {}\n",
+                        bounded(&e.to_string(), ECHO)
+                    ))
+                }
             };
             let request: Result<AdmissionRequest<DynamicObject>, _> = review.try_into();
             let Ok(request) = request else {

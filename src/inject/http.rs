@@ -61,8 +61,7 @@ async fn within_deadline(injector: &Injector, route: Route, body: Body) -> Respo
                 let too_large = std::error::Error::source(&e)
                     .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
                 return if too_large {
-                    let message =
-                        format!("AdmissionReview larger than {MAX_REVIEW_BYTES} bytes\n");
+                    let message = format!("AdmissionReview larger than {MAX_REVIEW_BYTES} bytes\n");
                     (StatusCode::PAYLOAD_TOO_LARGE, message).into_response()
                 } else {
                     let message = format!("cannot read the request body: {e}\n");

@@ -83,7 +83,13 @@ impl InjectMetrics {
 }
 
 /// Namespace labels read from the API server, with when they were read.
-type FreshLabels = HashMap<String, (tokio::time::Instant, std::collections::BTreeMap<String, String>)>;
+type FreshLabels = HashMap<
+    String,
+    (
+        tokio::time::Instant,
+        std::collections::BTreeMap<String, String>,
+    ),
+>;
 
 /// The webhook of one revision.
 #[derive(Debug)]
@@ -128,4 +134,3 @@ pub(crate) fn bounded(text: &str, max: usize) -> String {
         Some((end, _)) => format!("{}… ({} bytes in all)", &text[..end], text.len()),
     }
 }
-

@@ -258,8 +258,12 @@ mod tests {
     #[test]
     fn host_network_pods_system_namespaces_and_the_legacy_annotation_are_left_alone() {
         let ns = [("istio.io/rev", "canary")];
-        let host = pod("metadata: {name: agent}\nspec: {hostNetwork: true, containers: [{name: app}]}\n");
-        assert_eq!(decide_for(&Route::Revision, &ns, &host).result(), "not_eligible");
+        let host =
+            pod("metadata: {name: agent}\nspec: {hostNetwork: true, containers: [{name: app}]}\n");
+        assert_eq!(
+            decide_for(&Route::Revision, &ns, &host).result(),
+            "not_eligible"
+        );
         let p = pod("metadata: {name: dns}\nspec: {containers: [{name: app}]}\n");
         let system = decide(
             &"canary".parse().unwrap(),
@@ -272,9 +276,15 @@ mod tests {
         );
         assert_eq!(system, Outcome::NotEligible("is in a system namespace"));
         let annotated = pod("metadata: {name: web, annotations: {sidecar.istio.io/inject: 'false'}}\nspec: {containers: [{name: app}]}\n");
-        assert_eq!(decide_for(&Route::Revision, &ns, &annotated), Outcome::OptedOut);
+        assert_eq!(
+            decide_for(&Route::Revision, &ns, &annotated),
+            Outcome::OptedOut
+        );
         let label_wins = pod("metadata: {name: web, labels: {sidecar.istio.io/inject: 'true'}, annotations: {sidecar.istio.io/inject: 'false'}}\nspec: {containers: [{name: app}]}\n");
-        assert_eq!(decide_for(&Route::Revision, &ns, &label_wins).result(), "injected");
+        assert_eq!(
+            decide_for(&Route::Revision, &ns, &label_wins).result(),
+            "injected"
+        );
     }
 
     #[test]

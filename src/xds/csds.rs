@@ -76,15 +76,22 @@ pub enum CsdsError {
         /// What it asked for.
         what: &'static str,
     },
+    /// More node matchers than [`MAX_NODE_MATCHERS`].
+    #[error(
+        "{0} node matchers; at most {MAX_NODE_MATCHERS} per request (send none to ask for every proxy)"
+    )]
+    TooManyMatchers(usize),
 }
 
 impl From<CsdsError> for Status {
     fn from(e: CsdsError) -> Status {
-        match e {
-            CsdsError::UnsupportedMatcher { .. } => Status::invalid_argument(e.to_string()),
-        }
+        Status::invalid_argument(e.to_string())
     }
 }
+
+/// Largest CSDS request accepted: room for [`MAX_NODE_MATCHERS`] node ids of a few hundred
+/// bytes; anything larger is refused before it is decoded.
+pub const MAX_REQUEST_BYTES: usize = 512 * 1024;
 
 /// The CSDS service of one instance.
 #[derive(Clone, Debug)]
@@ -98,6 +105,7 @@ pub struct Csds {
 /// The CSDS service for `ctx`'s proxies, as tonic serves it.
 pub fn service(ctx: &XdsContext) -> ClientStatusDiscoveryServiceServer<Csds> {
     ClientStatusDiscoveryServiceServer::new(Csds::new(ctx))
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
 }
 
 impl Csds {
@@ -123,7 +131,7 @@ impl Csds {
             .map_err(|_| Status::unavailable("shutting down"))?;
         let proxies = match wanted {
             None => self.proxies.list(),
-            Some(ids) => self.proxies.select(|id| ids.iter().any(|w| w == id)),
+            Some(ids) => self.proxies.select(|id| ids.contains(id)),
         };
         Ok(ClientStatusResponse {
             config: proxies.iter().map(client_config).collect(),
@@ -170,12 +178,21 @@ impl ClientStatusDiscoveryService for Csds {
     }
 }
 
+/// Node matchers one request may carry: asking for more proxies than that at once is what
+/// an empty list (every proxy) is for.
+pub const MAX_NODE_MATCHERS: usize = 1000;
+
 /// The node ids the matchers ask for; `None` for every proxy.
-pub fn selection(matchers: &[NodeMatcher]) -> Result<Option<Vec<String>>, CsdsError> {
+pub fn selection(
+    matchers: &[NodeMatcher],
+) -> Result<Option<std::collections::HashSet<String>>, CsdsError> {
     if matchers.is_empty() {
         return Ok(None);
     }
-    let mut ids = Vec::with_capacity(matchers.len());
+    if matchers.len() > MAX_NODE_MATCHERS {
+        return Err(CsdsError::TooManyMatchers(matchers.len()));
+    }
+    let mut ids = std::collections::HashSet::with_capacity(matchers.len());
     for (index, m) in matchers.iter().enumerate() {
         let unsupported = |what| CsdsError::UnsupportedMatcher { index, what };
         if !m.node_metadatas.is_empty() {
@@ -188,7 +205,9 @@ pub fn selection(matchers: &[NodeMatcher]) -> Result<Option<Vec<String>>, CsdsEr
             return Err(unsupported("ignore_case is not supported"));
         }
         match &id.match_pattern {
-            Some(MatchPattern::Exact(exact)) => ids.push(exact.clone()),
+            Some(MatchPattern::Exact(exact)) => {
+                ids.insert(exact.clone());
+            }
             Some(_) => return Err(unsupported("only exact node ids are supported")),
             None => return Err(unsupported("node_id has no pattern")),
         }
@@ -291,7 +310,17 @@ mod tests {
         assert_eq!(selection(&[]).unwrap(), None);
         assert_eq!(
             selection(&[exact("a"), exact("b")]).unwrap(),
-            Some(vec!["a".to_string(), "b".to_string()])
+            Some(["a".to_string(), "b".to_string()].into_iter().collect())
+        );
+        let many: Vec<NodeMatcher> = (0..=MAX_NODE_MATCHERS)
+            .map(|i| exact(&i.to_string()))
+            .collect();
+        let status = Status::from(selection(&many).unwrap_err());
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            status.message().contains("at most 1000"),
+            "{}",
+            status.message()
         );
         let prefix = NodeMatcher {
             node_id: Some(StringMatcher {
