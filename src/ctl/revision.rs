@@ -15,7 +15,7 @@ use kube::{Api, Client};
 use serde::Serialize;
 
 use super::tag::{self, api, columns, or_dash, TagCommandError};
-use crate::revision::selection::REV_LABEL;
+use crate::revision::selection::{INJECT_LABEL, REV_LABEL};
 use crate::revision::tags::Tag;
 
 /// `revplane revision ...`.
@@ -227,8 +227,10 @@ async fn replicas(
     }))
 }
 
+/// Pods that use `revision`: labelled `istio.io/rev=<revision>` and not opted out (the
+/// control plane's own pods carry the label too, and opt out of injection).
 async fn pods(client: &Client, revision: &str) -> Result<usize, TagCommandError> {
-    let lp = ListParams::default().labels(&format!("{REV_LABEL}={revision}"));
+    let lp = ListParams::default().labels(&format!("{REV_LABEL}={revision},{INJECT_LABEL}!=false"));
     let list = Api::<Pod>::all(client.clone())
         .list_metadata(&lp)
         .await

@@ -111,13 +111,28 @@ impl Kubelet {
             let revision = labels["istio.io/rev"].clone();
             wanted.insert(revision, d);
         }
-        self.servers.retain(|rev, _| wanted.contains_key(rev));
+        let gone: Vec<String> = self
+            .servers
+            .keys()
+            .filter(|rev| !wanted.contains_key(*rev))
+            .cloned()
+            .collect();
+        for revision in gone {
+            self.servers.remove(&revision);
+            // Garbage collection of the Deployment's pods.
+            let pods = Api::<Pod>::namespaced(self.client.clone(), &self.control_ns);
+            let lp = ListParams::default().labels(&format!("app=revplane,istio.io/rev={revision}"));
+            pods.delete_collection(&Default::default(), &lp)
+                .await
+                .unwrap();
+        }
         for (revision, deployment) in wanted {
             if self.servers.contains_key(&revision) {
                 continue;
             }
             let running = self.start_server(&revision, &deployment).await;
             self.servers.insert(revision.clone(), running);
+            self.create_replica_pods(&revision, &deployment).await;
             let name = deployment.metadata.name.clone().unwrap();
             let replicas = deployment.spec.replicas.unwrap_or(1);
             let status = serde_json::json!({ "status": {
@@ -132,6 +147,27 @@ impl Kubelet {
             api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
                 .await
                 .unwrap();
+        }
+    }
+
+    /// The Deployment's pods, as its ReplicaSet would create them (the server they stand for
+    /// is the process started above).
+    async fn create_replica_pods(&self, revision: &str, deployment: &Deployment) {
+        let template = &deployment.spec.template;
+        let replicas = deployment.spec.replicas.unwrap_or(1);
+        let pods = Api::<Pod>::namespaced(self.client.clone(), &self.control_ns);
+        for i in 0..replicas {
+            let pod = Pod {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(format!("revplane-{revision}-{i}")),
+                    namespace: Some(self.control_ns.clone()),
+                    labels: template.metadata.as_ref().and_then(|m| m.labels.clone()),
+                    ..Default::default()
+                },
+                spec: template.spec.clone(),
+                status: None,
+            };
+            pods.create(&Default::default(), &pod).await.unwrap();
         }
     }
 
