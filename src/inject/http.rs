@@ -20,9 +20,12 @@ use crate::revision::Revision;
 
 /// The webhook's routes.
 pub fn router(injector: Arc<Injector>) -> Router {
+    // With and without a trailing '/': an injectionURL may end in either.
     Router::new()
         .route("/inject", post(inject_revision))
+        .route("/inject/", post(inject_revision))
         .route("/inject/tag/{tag}", post(inject_tag))
+        .route("/inject/tag/{tag}/", post(inject_tag))
         .with_state(injector)
 }
 

@@ -233,6 +233,10 @@ fn bad_values_are_refused_with_a_reason() {
             vec!["--set", "injectionURL=http://127.0.0.1:15017/inject"],
             "HTTPS only",
         ),
+        (
+            vec!["--set", "injectionURL=https://127.0.0.1:15017/"],
+            "its path must end in /inject",
+        ),
         (vec!["--set", "shutdownGrace=5"], "shutdownGrace \"5\""),
         (
             vec!["--set", "caBundle=not a certificate"],

@@ -92,6 +92,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | quote }}
 {{- if not $host -}}
 {{- fail (printf "injectionURL %q has no host" .) -}}
 {{- end -}}
+{{- if not (regexMatch "/inject/?$" (urlParse .).path) -}}
+{{- fail (printf "injectionURL %q: its path must end in /inject, where the webhook answers (e.g. https://203.0.113.10:15017/inject)" .) -}}
+{{- end -}}
 {{- if or (regexMatch "^[0-9]+\\.[0-9]+\\.[0-9]+\\.[0-9]+$" $host) (contains ":" $host) -}}
 {{- $ips = append $ips $host -}}
 {{- else -}}
