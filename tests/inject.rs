@@ -247,7 +247,9 @@ async fn a_pod_of_the_revisions_namespace_gets_the_sidecar_and_others_are_left_a
 async fn a_tag_route_injects_the_resolved_revision_and_names_the_tag() {
     let ca = TestCa::new("webhook-ca");
     let hook = start_webhook(&ca).await;
-    let (_, injected) = hook.inject("/inject/tag/prod/", "web", pod(json!({}))).await;
+    let (_, injected) = hook
+        .inject("/inject/tag/prod/", "web", pod(json!({})))
+        .await;
     assert_eq!(containers(&injected), ["app", "revplane-proxy"]);
     assert_eq!(injected["metadata"]["labels"]["istio.io/rev"], "canary");
     assert_eq!(

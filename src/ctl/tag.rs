@@ -16,7 +16,9 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde::Serialize;
 
-pub use read::{all_tags, installed_revisions, namespaces};
+pub use read::{all_tags, installed_revisions, namespaces, tag_configurations};
+
+use read::{ca_bundle, helm_release};
 pub use table::{columns, or_dash};
 
 use crate::revision::tags::{
@@ -135,6 +137,19 @@ pub enum TagCommandError {
         /// The revision asked for.
         wanted: String,
     },
+    /// The tag was installed by a Helm release (its `revisionTags`).
+    #[error(
+        "tag {tag} belongs to Helm release {release} (value revisionTags): changing it here \
+         would be undone or deleted by the next helm upgrade or uninstall of {release}; \
+         change it with Helm instead: remove {tag} from {release}'s revisionTags (helm \
+         upgrade), then run this again or add it to the other release's revisionTags"
+    )]
+    HelmManaged {
+        /// The tag.
+        tag: String,
+        /// The release that owns it.
+        release: String,
+    },
     /// The tag does not exist.
     #[error("there is no tag {tag} (no MutatingWebhookConfiguration {config}); `revplane tag list` shows the tags")]
     NotFound {
@@ -244,6 +259,14 @@ async fn set(client: &Client, args: &SetArgs, out: &mut dyn Write) -> Result<(),
     let current = existing.as_ref().map(|existing| {
         read_tag(existing).map_or_else(|e| format!("unknown ({e})"), |t| t.revision)
     });
+    if let (Some(current), Some(release)) = (&current, existing.as_ref().and_then(helm_release)) {
+        if current != wanted {
+            return Err(TagCommandError::HelmManaged {
+                tag: tag.to_string(),
+                release,
+            });
+        }
+    }
     if let Some(current) = &current {
         if current != wanted && !args.overwrite {
             return Err(TagCommandError::Exists {
@@ -301,23 +324,27 @@ pub struct TagRow {
     pub installed: bool,
     /// Namespaces whose pods it injects (by namespace label).
     pub namespaces: Vec<String>,
+    /// Its webhooks trust another CA than its revision's own webhooks do (the revision's
+    /// certificate was replaced after the tag was set): the API server cannot call it.
+    pub stale_ca: bool,
 }
 
 async fn list(client: &Client, json: bool, out: &mut dyn Write) -> Result<(), TagCommandError> {
-    let installed: Vec<String> = installed_revisions(client)
-        .await?
-        .into_iter()
-        .map(|(rev, _)| rev)
-        .collect();
+    let installed = installed_revisions(client).await?;
     let by_name = namespaces(client).await?;
-    let rows: Vec<TagRow> = all_tags(client)
+    let rows: Vec<TagRow> = tag_configurations(client)
         .await?
         .into_iter()
-        .map(|t| TagRow {
-            installed: installed.contains(&t.revision),
-            namespaces: by_name.get(&t.name).cloned().unwrap_or_default(),
-            tag: t.name,
-            revision: t.revision,
+        .map(|(t, config)| {
+            let revision_config = installed.iter().find(|(rev, _)| *rev == t.revision);
+            TagRow {
+                installed: revision_config.is_some(),
+                stale_ca: revision_config
+                    .is_some_and(|(_, rc)| ca_bundle(rc) != ca_bundle(&config)),
+                namespaces: by_name.get(&t.name).cloned().unwrap_or_default(),
+                tag: t.name,
+                revision: t.revision,
+            }
         })
         .collect();
     if json {
@@ -330,10 +357,16 @@ async fn list(client: &Client, json: bool, out: &mut dyn Write) -> Result<(), Ta
     } else {
         let mut table = vec![vec!["TAG".into(), "REVISION".into(), "NAMESPACES".into()]];
         table.extend(rows.into_iter().map(|r| {
-            let revision = if r.installed {
-                r.revision
-            } else {
+            let revision = if !r.installed {
                 format!("{} (not installed)", r.revision)
+            } else if r.stale_ca {
+                format!(
+                    "{rev} (stale CA bundle: revplane tag set {tag} --revision {rev} --overwrite)",
+                    rev = r.revision,
+                    tag = r.tag
+                )
+            } else {
+                r.revision
             };
             vec![r.tag, revision, or_dash(&r.namespaces)]
         }));
@@ -355,6 +388,12 @@ async fn remove(
             config: name,
         });
     };
+    if let Some(release) = helm_release(&existing) {
+        return Err(TagCommandError::HelmManaged {
+            tag: tag.to_string(),
+            release,
+        });
+    }
     let using = namespaces(client).await?.remove(tag).unwrap_or_default();
     if !using.is_empty() && !args.force {
         return Err(TagCommandError::InUse {

@@ -182,7 +182,7 @@ async fn tag_list_and_remove_follow_the_namespaces_that_use_a_tag() {
         .unwrap();
     assert_eq!(
         *mine,
-        serde_json::json!({"tag": "t2-prod", "revision": "t2-rev", "installed": true, "namespaces": ["t2-shop"]})
+        serde_json::json!({"tag": "t2-prod", "revision": "t2-rev", "installed": true, "stale_ca": false, "namespaces": ["t2-shop"]})
     );
 
     let refused = revplane(cluster, &["tag", "remove", "t2-prod"]).await;
@@ -296,4 +296,108 @@ async fn tag_generate_prints_the_object_set_applies_and_applies_nothing() {
         "{}",
         missing.stderr
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tag_whose_revision_changed_its_certificate_is_marked_stale_until_set_again() {
+    let cluster = KubeCluster::shared().await;
+    let admin = cluster.admin().await;
+    let client_config = unreachable_url(cluster);
+    install(&admin, "ca-canary", &client_config).await;
+    assert!(
+        revplane(
+            cluster,
+            &["tag", "set", "ca-prod", "--revision", "ca-canary"]
+        )
+        .await
+        .ok
+    );
+    let list = revplane(cluster, &["tag", "list"]).await.stdout;
+    assert_eq!(row(&list, "ca-prod").unwrap()[1], "ca-canary", "{list}");
+    // The revision's certificate is replaced (a new CA): its own webhooks get the new bundle.
+    let mut rotated = client_config.clone();
+    rotated.ca_bundle = Some(k8s_openapi::ByteString(
+        super::common::certs::TestCa::new("rotated")
+            .pem()
+            .into_bytes(),
+    ));
+    install(&admin, "ca-canary", &rotated).await;
+    let list = revplane(cluster, &["tag", "list"]).await.stdout;
+    let cells = row(&list, "ca-prod").unwrap().join(" ");
+    assert!(
+        cells.contains("stale CA bundle") && cells.contains("--overwrite"),
+        "{list}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&revplane(cluster, &["tag", "list", "--json"]).await.stdout).unwrap();
+    let entry = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tag"] == "ca-prod")
+        .unwrap();
+    assert_eq!(entry["stale_ca"], true);
+    // Setting it again copies the revision's current client config.
+    assert!(
+        revplane(
+            cluster,
+            &["tag", "set", "ca-prod", "--revision", "ca-canary"]
+        )
+        .await
+        .ok
+    );
+    let list = revplane(cluster, &["tag", "list"]).await.stdout;
+    assert_eq!(row(&list, "ca-prod").unwrap()[1], "ca-canary", "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tag_installed_by_helm_is_moved_or_removed_with_helm_only() {
+    let cluster = KubeCluster::shared().await;
+    let admin = cluster.admin().await;
+    let client_config = unreachable_url(cluster);
+    install(&admin, "hm-stable", &client_config).await;
+    install(&admin, "hm-canary", &client_config).await;
+    assert!(
+        revplane(
+            cluster,
+            &["tag", "set", "hm-prod", "--revision", "hm-stable"]
+        )
+        .await
+        .ok
+    );
+    // As `helm install --set revisionTags={hm-prod}` leaves it: owned by the release.
+    let owned = serde_json::json!({"metadata": {"annotations": {
+        "meta.helm.sh/release-name": "revplane-hm-stable",
+        "meta.helm.sh/release-namespace": "revplane-system",
+    }}});
+    configs(&admin)
+        .patch(
+            "revplane-revision-tag-hm-prod",
+            &PatchParams::default(),
+            &Patch::Merge(owned),
+        )
+        .await
+        .unwrap();
+    for args in [
+        &[
+            "tag",
+            "set",
+            "hm-prod",
+            "--revision",
+            "hm-canary",
+            "--overwrite",
+        ][..],
+        &["tag", "remove", "hm-prod", "--force"][..],
+    ] {
+        let run = revplane(cluster, args).await;
+        assert!(!run.ok, "{args:?} refused");
+        assert!(
+            run.stderr.contains("Helm release revplane-hm-stable")
+                && run.stderr.contains("revisionTags"),
+            "{}",
+            run.stderr
+        );
+    }
+    let tag = tag_object(&admin, "hm-prod").await.unwrap();
+    assert_eq!(label(&tag, "istio.io/rev"), Some("hm-stable"), "unchanged");
 }

@@ -37,14 +37,51 @@ pub async fn installed_revisions(
 /// Every tag in the cluster, sorted by name (configurations that do not read as a tag are
 /// left out).
 pub async fn all_tags(client: &Client) -> Result<Vec<Tag>, TagCommandError> {
+    Ok(tag_configurations(client)
+        .await?
+        .into_iter()
+        .map(|(tag, _)| tag)
+        .collect())
+}
+
+/// Every tag with its configuration, sorted by tag name.
+pub async fn tag_configurations(
+    client: &Client,
+) -> Result<Vec<(Tag, MutatingWebhookConfiguration)>, TagCommandError> {
     let lp = ListParams::default().labels(&format!("app=revplane,{TAG_LABEL},{REV_LABEL}"));
     let list = configs(client)
         .list(&lp)
         .await
         .map_err(api("list MutatingWebhookConfigurations"))?;
-    let mut found: Vec<Tag> = list.items.iter().filter_map(|c| read_tag(c).ok()).collect();
-    found.sort();
+    let mut found: Vec<(Tag, MutatingWebhookConfiguration)> = list
+        .items
+        .into_iter()
+        .filter_map(|c| Some((read_tag(&c).ok()?, c)))
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(found)
+}
+
+/// The CA bundle a configuration's webhooks trust (its first webhook's).
+pub fn ca_bundle(config: &MutatingWebhookConfiguration) -> Option<&[u8]> {
+    config
+        .webhooks
+        .as_ref()?
+        .first()?
+        .client_config
+        .ca_bundle
+        .as_ref()
+        .map(|b| b.0.as_slice())
+}
+
+/// The Helm release that installed a configuration, if Helm did.
+pub fn helm_release(config: &MutatingWebhookConfiguration) -> Option<String> {
+    config
+        .metadata
+        .annotations
+        .as_ref()?
+        .get("meta.helm.sh/release-name")
+        .cloned()
 }
 
 /// For each revision or tag name, the namespaces whose pods it injects by namespace label.
