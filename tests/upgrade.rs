@@ -6,20 +6,13 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::free_addr;
 use common::helm::{helm_bin, kubectl_bin};
 use common::kube::{KubeCluster, ADMIN_TOKEN};
 use common::kubelet::{Addresses, Kubelet};
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 /// The guide's `sh` blocks, in order, with the heading each falls under.
 fn blocks(guide: &str) -> Vec<(String, String)> {

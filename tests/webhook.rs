@@ -23,13 +23,6 @@ use common::process::Revplane;
 use common::*;
 use k8s_openapi::api::core::v1::{Container, Pod};
 
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 /// A revision as its Deployment would run it: kube source, webhook with a serving
 /// certificate for 127.0.0.1 signed by `ca`.
 struct Revision {

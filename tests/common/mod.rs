@@ -268,3 +268,11 @@ pub async fn wait_ready(server: &Server) {
     })
     .await;
 }
+
+/// A free address on 127.0.0.1 (bound once, then released for the caller).
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
