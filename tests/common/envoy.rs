@@ -1,5 +1,6 @@
 //! A real Envoy 1.40 process for end-to-end tests.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -34,14 +35,19 @@ pub struct Envoy {
 impl Envoy {
     /// Starts Envoy with a sidecar bootstrap: `node_id`, `REVISION: revision`, ADS at `xds_port`.
     pub fn start(node_id: &str, revision: &str, xds_port: u16, extra_args: &[&str]) -> Envoy {
+        Envoy::start_with(&Bootstrap::sidecar(node_id, revision, xds_port), extra_args)
+    }
+
+    /// Starts Envoy with `bootstrap`.
+    pub fn start_with(bootstrap: &Bootstrap, extra_args: &[&str]) -> Envoy {
         let dir = tempfile::tempdir().unwrap();
-        let bootstrap = dir.path().join("bootstrap.yaml");
-        std::fs::write(&bootstrap, bootstrap_yaml(node_id, revision, xds_port)).unwrap();
+        let bootstrap_path = dir.path().join("bootstrap.yaml");
+        std::fs::write(&bootstrap_path, bootstrap.yaml()).unwrap();
         let admin_path = dir.path().join("admin-address");
         let log = dir.path().join("envoy.log");
         let child = Command::new(envoy_binary())
             .arg("-c")
-            .arg(&bootstrap)
+            .arg(&bootstrap_path)
             .arg("--disable-hot-restart")
             .arg("--admin-address-path")
             .arg(&admin_path)
@@ -153,21 +159,36 @@ impl Envoy {
 
     /// Names of the dynamic clusters Envoy holds (active or warming), from /config_dump.
     pub async fn dynamic_clusters(&self) -> Vec<String> {
+        self.dump_names("dynamic_active_clusters", "/cluster/name")
+            .await
+    }
+
+    /// Names of the active dynamic listeners, from /config_dump.
+    pub async fn dynamic_listeners(&self) -> Vec<String> {
+        self.dump_names("dynamic_listeners", "/active_state/listener/name")
+            .await
+    }
+
+    /// Names of the dynamic route configurations, from /config_dump.
+    pub async fn dynamic_routes(&self) -> Vec<String> {
+        self.dump_names("dynamic_route_configs", "/route_config/name")
+            .await
+    }
+
+    /// The string at `pointer` of each config in `/config_dump?resource=<resource>`, sorted.
+    async fn dump_names(&self, resource: &str, pointer: &str) -> Vec<String> {
         let dump: serde_json::Value = serde_json::from_str(
             &self
-                .admin_get("/config_dump?resource=dynamic_active_clusters")
+                .admin_get(&format!("/config_dump?resource={resource}"))
                 .await,
         )
         .unwrap_or_default();
         let mut names: Vec<String> = dump["configs"]
             .as_array()
-            .map(|configs| {
-                configs
-                    .iter()
-                    .filter_map(|c| c["cluster"]["name"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.pointer(pointer)?.as_str().map(str::to_string))
+            .collect();
         names.sort();
         names
     }
@@ -194,17 +215,104 @@ impl Drop for Envoy {
     }
 }
 
-fn bootstrap_yaml(node_id: &str, revision: &str, xds_port: u16) -> String {
-    format!(
-        r#"node:
+/// What a test Envoy's bootstrap says: its node, where ADS is, and which types it asks for.
+#[derive(Clone, Debug)]
+pub struct Bootstrap {
+    pub node_id: String,
+    /// `node.cluster`: `<app>.<namespace>`.
+    pub cluster: String,
+    pub revision: String,
+    pub namespace: String,
+    pub pod_name: String,
+    pub xds_port: u16,
+    /// Ask for listeners (and so routes) over ADS, as a sidecar that carries traffic does;
+    /// without it Envoy asks for clusters and endpoints only.
+    pub lds: bool,
+    /// Node metadata `INTERCEPTION_MODE` (none: the mesh default, REDIRECT).
+    pub interception_mode: Option<String>,
+    /// Node metadata `OUTBOUND_LISTENER_ADDRESS`.
+    pub outbound_listener_address: Option<String>,
+}
+
+impl Bootstrap {
+    /// The frontend-7d4b9 pod in `shop` under `node_id`, clusters and endpoints only.
+    pub fn sidecar(node_id: &str, revision: &str, xds_port: u16) -> Bootstrap {
+        Bootstrap {
+            node_id: node_id.to_string(),
+            cluster: "frontend.shop".to_string(),
+            revision: revision.to_string(),
+            namespace: "shop".to_string(),
+            pod_name: "frontend-7d4b9".to_string(),
+            xds_port,
+            lds: false,
+            interception_mode: None,
+            outbound_listener_address: None,
+        }
+    }
+
+    /// The sidecar of pod `<app>-<suffix>` in `namespace` that asks for all four types.
+    pub fn traffic(pod: &str, namespace: &str, revision: &str, xds_port: u16) -> Bootstrap {
+        let app = pod.split('-').next().unwrap_or(pod);
+        Bootstrap {
+            node_id: format!("sidecar~127.0.0.1~{pod}.{namespace}~{namespace}.svc.cluster.local"),
+            cluster: format!("{app}.{namespace}"),
+            namespace: namespace.to_string(),
+            pod_name: pod.to_string(),
+            lds: true,
+            ..Bootstrap::sidecar("", revision, xds_port)
+        }
+    }
+
+    /// `INTERCEPTION_MODE: NONE`: outbound listeners bind on `<bind>:<service port>`.
+    pub fn interception_none(mut self, bind: IpAddr) -> Bootstrap {
+        self.interception_mode = Some("NONE".to_string());
+        self.outbound_listener_address = Some(bind.to_string());
+        self
+    }
+
+    /// `INTERCEPTION_MODE: REDIRECT` (unset, the default), virtualOutbound on `addr`.
+    pub fn interception_redirect(mut self, addr: SocketAddr) -> Bootstrap {
+        self.interception_mode = None;
+        self.outbound_listener_address = Some(addr.to_string());
+        self
+    }
+
+    /// The bootstrap as Envoy reads it.
+    pub fn yaml(&self) -> String {
+        let Bootstrap {
+            node_id,
+            cluster,
+            revision,
+            namespace,
+            pod_name,
+            xds_port,
+            ..
+        } = self;
+        let account = cluster.split('.').next().unwrap_or(cluster);
+        let mut metadata = String::new();
+        for (key, value) in [
+            ("INTERCEPTION_MODE", &self.interception_mode),
+            ("OUTBOUND_LISTENER_ADDRESS", &self.outbound_listener_address),
+        ] {
+            if let Some(value) = value {
+                metadata.push_str(&format!("    {key}: \"{value}\"\n"));
+            }
+        }
+        let lds = if self.lds {
+            "  lds_config: {ads: {}, resource_api_version: V3}\n"
+        } else {
+            ""
+        };
+        format!(
+            r#"node:
   id: "{node_id}"
-  cluster: frontend.shop
+  cluster: {cluster}
   metadata:
     REVISION: "{revision}"
-    NAMESPACE: shop
-    POD_NAME: frontend-7d4b9
-    SERVICE_ACCOUNT: frontend
-dynamic_resources:
+    NAMESPACE: {namespace}
+    POD_NAME: {pod_name}
+    SERVICE_ACCOUNT: {account}
+{metadata}dynamic_resources:
   ads_config:
     api_type: GRPC
     transport_api_version: V3
@@ -212,7 +320,7 @@ dynamic_resources:
     grpc_services:
     - envoy_grpc: {{cluster_name: xds-grpc}}
   cds_config: {{ads: {{}}, resource_api_version: V3}}
-static_resources:
+{lds}static_resources:
   clusters:
   - name: xds-grpc
     type: STATIC
@@ -232,7 +340,8 @@ admin:
   address:
     socket_address: {{address: 127.0.0.1, port_value: 0}}
 "#
-    )
+        )
+    }
 }
 
 /// Kubernetes' expansion of `$(VAR)` in container args: a defined variable is replaced, `$$`

@@ -1,13 +1,16 @@
 //! Shared helpers of the integration and end-to-end tests: an in-process server on
-//! `127.0.0.1:0`, a scripted ADS client, and admin HTTP look-ups.
+//! `127.0.0.1:0`, a scripted ADS client, admin HTTP look-ups, and loopback addresses.
 #![allow(dead_code)]
 
 pub mod certs;
 pub mod envoy;
+pub mod grpc;
 pub mod helm;
 pub mod kube;
 pub mod kubelet;
+pub mod manifest;
 pub mod process;
+pub mod upstream;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -275,4 +278,18 @@ pub fn free_addr() -> std::net::SocketAddr {
         .unwrap()
         .local_addr()
         .unwrap()
+}
+
+/// A loopback address of its own for one Envoy's listeners (all of 127.0.0.0/8 is loopback on
+/// Linux): `127.<pid>.<n>`, so Envoys binding the same service port, in this test binary or
+/// in another running at the same time, do not collide. Never 127.0.0.1.
+pub fn loopback_ip() -> std::net::IpAddr {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        n < 250,
+        "more than 250 loopback addresses in one test binary"
+    );
+    let pid = std::process::id();
+    std::net::Ipv4Addr::new(127, (pid >> 8) as u8, pid as u8, n as u8 + 2).into()
 }
