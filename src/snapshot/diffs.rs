@@ -14,44 +14,59 @@ use super::{ByName, Resource};
 /// Older versions remembered per type of one snapshot; clients hold one or two at a time.
 const MAX_VERSIONS: usize = 16;
 
-/// Resources added or changed since an older set, ordered by name.
+/// Resources of one set, ordered by name.
 pub type Changed = Arc<[Arc<Resource>]>;
+
+/// How a set differs from an older one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delta {
+    /// Added or changed (the current resources).
+    pub changed: Changed,
+    /// Gone (the older resources).
+    pub removed: Changed,
+}
 
 /// The memo of one type of one snapshot.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Diffs {
     /// By the older set's version (a content hash: equal versions, equal content).
-    memo: Cache<Vec<(String, Changed)>>,
+    memo: Cache<Vec<(String, Delta)>>,
 }
 
 impl Diffs {
-    /// The resources of `current` that `older` (of version `older_version`) lacks or holds
-    /// at another version.
-    pub fn since(&self, older_version: &str, older: &ByName, current: &ByName) -> Changed {
+    /// How `current` differs from `older` (of version `older_version`).
+    pub fn since(&self, older_version: &str, older: &ByName, current: &ByName) -> Delta {
         let mut memo = self.memo.lock();
-        if let Some((_, changed)) = memo.iter().find(|(v, _)| v == older_version) {
-            return changed.clone();
+        if let Some((_, delta)) = memo.iter().find(|(v, _)| v == older_version) {
+            return delta.clone();
         }
-        let changed = changed_between(older, current);
+        let delta = delta_between(older, current);
         if memo.len() < MAX_VERSIONS {
-            memo.push((older_version.to_string(), changed.clone()));
+            memo.push((older_version.to_string(), delta.clone()));
         }
-        changed
+        delta
     }
 }
 
 /// One ordered walk over both maps.
-fn changed_between(older: &ByName, current: &ByName) -> Changed {
+fn delta_between(older: &ByName, current: &ByName) -> Delta {
     let mut old = older.iter().peekable();
     let mut changed = Vec::new();
+    let mut removed = Vec::new();
     for (name, resource) in current {
-        while old.next_if(|(n, _)| *n < name).is_some() {}
+        while let Some((_, gone)) = old.next_if(|(n, _)| *n < name) {
+            removed.push(gone.clone());
+        }
         match old.next_if(|(n, _)| *n == name) {
             Some((_, held)) if Arc::ptr_eq(held, resource) || held.version == resource.version => {}
             _ => changed.push(resource.clone()),
         }
     }
-    changed.into()
+    removed.extend(old.map(|(_, gone)| gone.clone()));
+    Delta {
+        changed: changed.into(),
+        removed: removed.into(),
+    }
 }
 
 #[cfg(test)]
@@ -74,18 +89,23 @@ mod tests {
     }
 
     #[test]
-    fn added_and_changed_resources_in_name_order_removed_ones_left_out() {
-        let older = set(&[("a", "1"), ("b", "1"), ("c", "1"), ("e", "1")]);
+    fn added_and_changed_resources_in_name_order_and_removed_ones_apart() {
+        let older = set(&[("a", "1"), ("b", "1"), ("c", "1"), ("e", "1"), ("g", "1")]);
         let current = set(&[("b", "1"), ("c", "2"), ("d", "1"), ("e", "1"), ("f", "1")]);
         let diffs = Diffs::default();
-        let changed = diffs.since("v1", &older, &current);
-        assert_eq!(names(&changed), ["c", "d", "f"]);
+        let delta = diffs.since("v1", &older, &current);
+        assert_eq!(names(&delta.changed), ["c", "d", "f"]);
+        assert_eq!(names(&delta.removed), ["a", "g"]);
         let again = diffs.since("v1", &older, &current);
         assert!(
-            Arc::ptr_eq(&changed, &again),
+            Arc::ptr_eq(&delta.changed, &again.changed),
             "computed once per older version"
         );
-        assert_eq!(diffs.since("v2", &current, &current).len(), 0);
-        assert_eq!(names(&diffs.since("v0", &ByName::new(), &current)).len(), 5);
+        assert_eq!(diffs.since("v2", &current, &current).changed.len(), 0);
+        assert_eq!(diffs.since("v2", &current, &current).removed.len(), 0);
+        assert_eq!(
+            names(&diffs.since("v0", &ByName::new(), &current).changed).len(),
+            5
+        );
     }
 }

@@ -13,7 +13,7 @@ mod cache;
 pub mod diffs;
 pub mod selections;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -98,6 +98,9 @@ pub struct Resource {
     /// The resource as one `DiscoveryResponse.resources` entry (field tag, length, `Any`
     /// with type URL and `body`), ready to be concatenated into response bodies.
     pub entry: Bytes,
+    /// Clusters this resource sends traffic to (listeners and routes; empty otherwise): a
+    /// cluster is removed from a proxy only once nothing it holds refers to it.
+    pub refs: Box<[Arc<str>]>,
 }
 
 /// Resources of one type by name (the key is the resource's own name, shared).
@@ -114,6 +117,8 @@ pub struct Resources {
     selections: selections::Selections,
     /// What changed since older versions of this type (memoized).
     diffs: diffs::Diffs,
+    /// Every cluster a resource of this set refers to (memoized).
+    referenced: cache::Cache<Option<Arc<HashSet<Arc<str>>>>>,
 }
 
 impl Resources {
@@ -127,6 +132,41 @@ impl Resources {
     pub fn changed_since(&self, older: &Resources) -> diffs::Changed {
         self.diffs
             .since(&older.version, &older.by_name, &self.by_name)
+            .changed
+    }
+
+    /// The resources of `older` that this set no longer has, by name; computed once per
+    /// older version.
+    pub fn removed_since(&self, older: &Resources) -> diffs::Changed {
+        self.diffs
+            .since(&older.version, &older.by_name, &self.by_name)
+            .removed
+    }
+
+    /// Every cluster some resource of this set refers to; computed once.
+    pub fn referenced_clusters(&self) -> Arc<HashSet<Arc<str>>> {
+        self.referenced
+            .lock()
+            .get_or_insert_with(|| {
+                Arc::new(
+                    self.by_name
+                        .values()
+                        .flat_map(|r| r.refs.iter().cloned())
+                        .collect(),
+                )
+            })
+            .clone()
+    }
+
+    /// A set of `by_name`, versioned by its content.
+    pub fn new(by_name: ByName) -> Resources {
+        Resources {
+            version: type_version(&by_name),
+            by_name,
+            selections: Default::default(),
+            diffs: Default::default(),
+            referenced: Default::default(),
+        }
     }
 }
 
@@ -186,7 +226,14 @@ impl Resource {
             version: format!("{:016x}", xxh3_64(body)),
             body_start,
             entry: Bytes::from(entry),
+            refs: Box::default(),
         }
+    }
+
+    /// This resource, sending traffic to `clusters`.
+    pub fn with_refs(mut self, clusters: impl IntoIterator<Item = String>) -> Resource {
+        self.refs = clusters.into_iter().map(Arc::from).collect();
+        self
     }
 
     /// `message` of type `kind`, encoded (once).
@@ -214,12 +261,7 @@ impl Snapshot {
     ) -> Snapshot {
         let mut types = empty_types();
         for (kind, by_name) in resources {
-            types[kind.index()] = Arc::new(Resources {
-                version: type_version(&by_name),
-                by_name,
-                selections: Default::default(),
-                diffs: Default::default(),
-            });
+            types[kind.index()] = Arc::new(Resources::new(by_name));
         }
         Snapshot {
             serial,
@@ -257,14 +299,7 @@ impl Snapshot {
 }
 
 fn empty_types() -> [Arc<Resources>; 4] {
-    std::array::from_fn(|_| {
-        Arc::new(Resources {
-            version: type_version(&BTreeMap::new()),
-            by_name: BTreeMap::new(),
-            selections: Default::default(),
-            diffs: Default::default(),
-        })
-    })
+    std::array::from_fn(|_| Arc::new(Resources::new(BTreeMap::new())))
 }
 
 fn type_version(by_name: &ByName) -> String {

@@ -4,6 +4,7 @@
 //! requests and snapshots and sends whatever [`StreamState::response_for`] returns.
 
 mod names;
+mod order;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -113,6 +114,9 @@ pub struct Response {
 pub struct StreamState {
     types: [TypeState; 4],
     responses: u64,
+    /// Clusters gone from the snapshot that the client keeps because a listener or route it
+    /// holds still sends traffic to them (make-before-break; usually empty).
+    retained: Vec<Arc<Resource>>,
 }
 
 impl StreamState {
@@ -202,18 +206,31 @@ impl StreamState {
         snapshot: &Snapshot,
         force: bool,
     ) -> Option<Response> {
+        if order::waits_for_clusters(kind, &self.types) {
+            // Sent once the proxy answered the clusters and assignments it was just sent.
+            return None;
+        }
         // Only a client already holding assignments needs any of them again after CDS.
         let rewarm_eds = kind == ResourceType::Cluster
             && self.types[ResourceType::Endpoint as usize].held.is_some();
+        let resources = snapshot.shared_resources(kind).clone();
+        let retained = match kind {
+            ResourceType::Cluster => order::retained(&self.types, &self.retained, &resources),
+            _ => Vec::new(),
+        };
+        let retention_changed =
+            kind == ResourceType::Cluster && !order::same_names(&retained, &self.retained);
         let ts = &mut self.types[kind as usize];
-        let resources = snapshot.shared_resources(kind);
         let current = ts
             .held
             .as_ref()
             .is_some_and(|held| held.version == resources.version);
-        if !ts.requested || (current && !ts.dirty && ts.unsent.is_empty()) {
+        if !ts.requested || (current && !ts.dirty && ts.unsent.is_empty() && !retention_changed) {
             return None;
         }
+        // A first request or a subscription change is owed an answer, even when it had to
+        // wait above.
+        let owed = force || ts.dirty;
         ts.dirty = false;
         // Whatever is sent now, afterwards the client holds `resources`.
         let held = ts.held.replace(resources.clone());
@@ -229,69 +246,84 @@ impl StreamState {
                 Vec::new()
             }
         };
-        let held_version = |name: &str| held.as_ref()?.by_name.get(name);
+        // What the client holds: what it was last sent (`held`), and clusters kept for it.
+        let kept_before = &self.retained;
+        let holds = |name: &str| {
+            held.as_ref()
+                .and_then(|h| h.by_name.get(name))
+                .or_else(|| kept_before.iter().find(|r| &*r.name == name))
+        };
         let changed = |r: &Arc<Resource>| {
             unsent.contains(&*r.name)
-                || held_version(&r.name)
-                    .is_none_or(|h| !Arc::ptr_eq(h, r) && h.version != r.version)
+                || holds(&r.name).is_none_or(|h| !Arc::ptr_eq(h, r) && h.version != r.version)
         };
         let mut rewarming: Vec<Arc<str>> = Vec::new();
-        let send: Vec<Arc<Resource>> = if kind.is_full_state() {
-            let wanted = wanted();
-            let held_count = match &held {
-                None => 0,
-                Some(h) if ts.wildcard => h.by_name.len(),
-                Some(h) => ts
-                    .names
-                    .iter()
-                    .filter(|n| h.by_name.contains_key(*n))
-                    .count(),
-            };
-            let differs = held_count != wanted.len() || wanted.iter().any(changed);
-            if !differs && !force {
-                return None;
-            }
-            if rewarm_eds {
-                rewarming = wanted
-                    .iter()
-                    .filter(|r| changed(r))
-                    .map(|r| r.name.clone())
-                    .collect();
-            }
-            wanted
-        } else {
-            let send: Vec<Arc<Resource>> = match &held {
-                // What changed since the set the client holds (shared by every stream holding
-                // it), filtered by this subscription, plus names subscribed since.
-                Some(held) => {
-                    let subscribed = |name: &str| ts.wildcard || ts.names.contains(name);
-                    let mut send: Vec<Arc<Resource>> = resources
-                        .changed_since(held)
+        let send: Option<Vec<Arc<Resource>>> = 'send: {
+            if kind.is_full_state() {
+                let mut wanted = wanted();
+                let held_count = match &held {
+                    None => 0,
+                    Some(h) if ts.wildcard => h.by_name.len() + kept_before.len(),
+                    Some(h) => ts
+                        .names
                         .iter()
-                        .filter(|r| subscribed(&r.name) && !unsent.contains(&*r.name))
-                        .cloned()
-                        .collect();
-                    let again = unsent.iter().filter(|n| subscribed(n));
-                    send.extend(again.filter_map(|n| resources.by_name.get(&**n).cloned()));
-                    send.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-                    send
+                        .filter(|n| h.by_name.contains_key(*n))
+                        .count(),
+                };
+                let differs = held_count != wanted.len() + retained.len()
+                    || wanted.iter().chain(&retained).any(changed);
+                if !differs && !owed {
+                    break 'send None;
                 }
-                None => wanted(),
-            };
-            if send.is_empty() {
-                return None;
+                if rewarm_eds {
+                    rewarming = wanted
+                        .iter()
+                        .filter(|r| changed(r))
+                        .map(|r| r.name.clone())
+                        .collect();
+                }
+                if !retained.is_empty() {
+                    wanted.extend(retained.iter().cloned());
+                    wanted.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+                }
+                Some(wanted)
+            } else {
+                let send: Vec<Arc<Resource>> = match &held {
+                    // What changed since the set the client holds (shared by every stream
+                    // holding it), filtered by this subscription, plus names subscribed since.
+                    Some(held) => {
+                        let subscribed = |name: &str| ts.wildcard || ts.names.contains(name);
+                        let mut send: Vec<Arc<Resource>> = resources
+                            .changed_since(held)
+                            .iter()
+                            .filter(|r| subscribed(&r.name) && !unsent.contains(&*r.name))
+                            .cloned()
+                            .collect();
+                        let again = unsent.iter().filter(|n| subscribed(n));
+                        send.extend(again.filter_map(|n| resources.by_name.get(&**n).cloned()));
+                        send.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+                        send
+                    }
+                    None => wanted(),
+                };
+                (!send.is_empty()).then_some(send)
             }
-            send
         };
+        let version = order::version_with(&resources.version, &retained);
+        if kind == ResourceType::Cluster {
+            self.retained = retained;
+        }
+        let send = send?;
+        let ts = &mut self.types[kind as usize];
         self.responses += 1;
         let nonce = self.responses.to_string();
         ts.nonce = Some(nonce.clone());
-        ts.sent_version = Some(resources.version.clone());
+        ts.sent_version = Some(version.clone());
         ts.sent_built = Some(snapshot.built);
         ts.pending = true;
         let response = Response {
             kind,
-            version: resources.version.clone(),
+            version,
             nonce,
             resources: send,
         };

@@ -386,3 +386,134 @@ fn eds_pushes_filter_the_shared_diff_by_each_subscription() {
     assert_eq!(sent_names(&r), ["a", "d"]);
     assert!(ab.response_for(EDS, &s3, false).is_none(), "then nothing");
 }
+
+const LDS: ResourceType = ResourceType::Listener;
+const RDS: ResourceType = ResourceType::Route;
+
+/// A snapshot of clusters (name, body), one route config "80" sending to `routed`, and one
+/// listener using it.
+fn routed(serial: u64, clusters: &[(&str, &str)], routed: &[&str]) -> Snapshot {
+    let one = |kind, name: &str, body: &str, refs: &[&str]| {
+        let r = Resource::new(kind, name, body.as_bytes())
+            .with_refs(refs.iter().map(|s| s.to_string()));
+        (r.name.clone(), Arc::new(r))
+    };
+    let cds = clusters.iter().map(|(n, b)| one(CDS, n, b, &[])).collect();
+    let eds = clusters.iter().map(|(n, b)| one(EDS, n, b, &[])).collect();
+    let route_body = format!("route to {}", routed.join(","));
+    let rds = [one(RDS, "80", &route_body, routed)].into_iter().collect();
+    let lds = [one(LDS, "0.0.0.0_80", "listener", &[])]
+        .into_iter()
+        .collect();
+    Snapshot::from_resources(
+        serial,
+        Default::default(),
+        vec![(CDS, cds), (EDS, eds), (LDS, lds), (RDS, rds)],
+    )
+}
+
+fn ack(st: &mut StreamState, r: &Response, names: &[String]) {
+    let ack = RequestView {
+        version: &r.version,
+        ..req(&r.nonce, names)
+    };
+    let (v, _) = st.on_request(r.kind, &ack);
+    assert!(matches!(v, Verdict::Ack { .. }), "{v:?}");
+}
+
+/// Envoy's start: CDS wildcard, EDS for its clusters, LDS wildcard, RDS "80"; all ACKed.
+fn attached(s: &Snapshot) -> StreamState {
+    let mut st = StreamState::default();
+    st.on_request(CDS, &req("", &[]));
+    let cds = st.response_for(CDS, s, true).unwrap();
+    ack(&mut st, &cds, &[]);
+    let clusters: Vec<String> = sent_names(&cds).iter().map(|n| n.to_string()).collect();
+    st.on_request(EDS, &req("", &clusters));
+    let eds = st.response_for(EDS, s, true).unwrap();
+    ack(&mut st, &eds, &clusters);
+    st.on_request(LDS, &req("", &[]));
+    let lds = st.response_for(LDS, s, true).unwrap();
+    ack(&mut st, &lds, &[]);
+    let routes = names(&["80"]);
+    st.on_request(RDS, &req("", &routes));
+    let rds = st.response_for(RDS, s, true).unwrap();
+    ack(&mut st, &rds, &routes);
+    st
+}
+
+#[test]
+fn a_route_to_a_new_cluster_waits_until_the_cluster_and_its_assignment_are_answered() {
+    let s1 = routed(1, &[("a", "1")], &["a"]);
+    let mut st = attached(&s1);
+    let s2 = routed(2, &[("a", "1"), ("b", "1")], &["a", "b"]);
+    let pushed = st.responses_for(&s2);
+    let kinds: Vec<ResourceType> = pushed.iter().map(|r| r.kind).collect();
+    assert_eq!(kinds, [CDS], "the route naming b waits for b");
+    let cds = &pushed[0];
+    assert_eq!(sent_names(cds), ["a", "b"]);
+    ack(&mut st, cds, &[]);
+    // Envoy asks for b's assignment (its EDS request is the ACK of nothing new).
+    let eds_names = names(&["a", "b"]);
+    let (_, consider) = st.on_request(
+        EDS,
+        &req(st.get(EDS).nonce.clone().unwrap().as_str(), &eds_names),
+    );
+    assert!(consider);
+    let after = st.responses_after_request(EDS, &s2, true);
+    let kinds: Vec<ResourceType> = after.iter().map(|r| r.kind).collect();
+    assert_eq!(kinds, [EDS], "still waiting for the assignment's answer");
+    ack(&mut st, &after[0], &eds_names);
+    let after = st.responses_for(&s2);
+    let kinds: Vec<ResourceType> = after.iter().map(|r| r.kind).collect();
+    assert_eq!(kinds, [RDS], "the route follows once b is answered");
+}
+
+#[test]
+fn a_cluster_is_removed_only_after_the_route_that_used_it_is_answered() {
+    let s1 = routed(1, &[("a", "1"), ("b", "1")], &["a", "b"]);
+    let mut st = attached(&s1);
+    let s2 = routed(2, &[("a", "1")], &["a"]);
+    let pushed = st.responses_for(&s2);
+    let kinds: Vec<ResourceType> = pushed.iter().map(|r| r.kind).collect();
+    assert_eq!(
+        kinds,
+        [RDS],
+        "b stays (nothing to send for CDS yet); the route that drops b goes first"
+    );
+    // Until the route is answered, b stays, whatever else happens.
+    assert!(st.responses_for(&s2).is_empty());
+    ack(&mut st, &pushed[0], &names(&["80"]));
+    let after = st.responses_for(&s2);
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].kind, CDS);
+    assert_eq!(sent_names(&after[0]), ["a"], "now b goes");
+    assert_eq!(after[0].version, s2.resources(CDS).version);
+    ack(&mut st, &after[0], &[]);
+    assert!(st.responses_for(&s2).is_empty(), "and nothing more");
+}
+
+#[test]
+fn a_removed_cluster_no_route_uses_goes_at_once() {
+    let s1 = routed(1, &[("a", "1"), ("b", "1")], &["a"]);
+    let mut st = attached(&s1);
+    let s2 = routed(2, &[("a", "1")], &["a"]);
+    let pushed = st.responses_for(&s2);
+    assert_eq!(pushed.len(), 1);
+    assert_eq!(pushed[0].kind, CDS);
+    assert_eq!(sent_names(&pushed[0]), ["a"]);
+}
+
+#[test]
+fn a_first_listener_request_that_had_to_wait_is_still_answered() {
+    let s = routed(1, &[("a", "1")], &["a"]);
+    let mut st = StreamState::default();
+    st.on_request(CDS, &req("", &[]));
+    let cds = st.response_for(CDS, &s, true).unwrap();
+    // LDS asked while CDS is unanswered: it waits...
+    st.on_request(LDS, &req("", &[]));
+    assert!(st.responses_after_request(LDS, &s, true).is_empty());
+    // ...and is answered once CDS is.
+    ack(&mut st, &cds, &[]);
+    let after = st.responses_for(&s);
+    assert_eq!(after.iter().map(|r| r.kind).collect::<Vec<_>>(), [LDS]);
+}
