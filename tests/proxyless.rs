@@ -1,13 +1,14 @@
-//! End-to-end tier for proxyless gRPC: a real Python grpcio client (its own xDS client,
-//! C-core) with a gRFC A27 bootstrap calls `xds:///<service>:<port>` through a `revplane
-//! serve` process, and reaches a real Python grpcio server listed in an EndpointSlice. Each
-//! client run is its own process, so each has its own xDS client (one per process in grpc).
+//! End-to-end tier for proxyless gRPC: a real gRPC client with a gRFC A27 bootstrap calls
+//! `xds:///<service>:<port>` through a `revplane serve` process and reaches a real Python
+//! grpcio server listed in an EndpointSlice. Every scenario runs with both xDS clients a user
+//! may have: Python grpcio (gRPC C-core) and grpc-go. Each client run is its own process, so
+//! each has its own xDS client (grpc keeps one per process).
 
 mod common;
 
 use std::time::Duration;
 
-use common::grpc::{self, CallRun, GrpcServer, ProxylessNode};
+use common::grpc::{self, CallRun, Client, GrpcServer, ProxylessNode};
 use common::manifest::{mesh_config, one_port_service, Condition, Manifests};
 use common::process::Revplane;
 use common::{admin_get, metric};
@@ -50,8 +51,8 @@ async fn diagnostics(run: &CallRun, server: &Revplane, greeter: &GrpcServer) -> 
     )
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_canary_grpc_client_reaches_the_server_in_the_endpoint_slice_by_each_of_its_names() {
+/// A canary client in `demo` calls the greeter through the canary instance by each name.
+async fn reaches_the_server_by_each_of_its_names(client: Client) {
     let greeter = GrpcServer::start("greeter-a");
     let manifests = greeter_mesh(&greeter);
     let canary = Revplane::start("canary", manifests.path()).await;
@@ -66,6 +67,7 @@ async fn a_canary_grpc_client_reaches_the_server_in_the_endpoint_slice_by_each_o
     .map(str::to_string)
     .to_vec();
     let run = grpc::call(
+        client,
         &targets,
         Duration::from_secs(10),
         Some((&node, canary.xds)),
@@ -75,7 +77,7 @@ async fn a_canary_grpc_client_reaches_the_server_in_the_endpoint_slice_by_each_o
     for outcome in &run.outcomes {
         if outcome.code != "OK" || outcome.reply.as_deref() != Some("greeter-a:ping") {
             panic!(
-                "{} did not reach the greeter\n{}",
+                "{client:?}: {} did not reach the greeter\n{}",
                 outcome.target,
                 diagnostics(&run, &canary, &greeter).await
             );
@@ -84,13 +86,14 @@ async fn a_canary_grpc_client_reaches_the_server_in_the_endpoint_slice_by_each_o
     assert_eq!(greeter.calls(), targets.len(), "{}", greeter.log_text());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_canary_grpc_client_pointed_at_stable_is_refused_with_permission_denied() {
+/// A canary client pointed at the stable instance is refused; a stable one gets through.
+async fn is_refused_by_the_other_revision(client: Client) {
     let greeter = GrpcServer::start("greeter-a");
     let manifests = greeter_mesh(&greeter);
     let stable = Revplane::start("stable", manifests.path()).await;
     let node = ProxylessNode::new("client-6f7d9", "demo", "canary");
     let run = grpc::call(
+        client,
         &[GREETER.to_string()],
         Duration::from_secs(10),
         Some((&node, stable.xds)),
@@ -106,11 +109,12 @@ async fn a_canary_grpc_client_pointed_at_stable_is_refused_with_permission_denie
         node.id
     );
     if outcome.code != "UNAVAILABLE"
-        || !details.contains("PERMISSION_DENIED")
+        || !details.contains(client.permission_denied())
         || !details.contains(&message)
     {
         panic!(
-            "want UNAVAILABLE with PERMISSION_DENIED: {message}\n{}",
+            "{client:?}: want UNAVAILABLE with {}: {message}\n{}",
+            client.permission_denied(),
             diagnostics(&run, &stable, &greeter).await
         );
     }
@@ -122,6 +126,7 @@ async fn a_canary_grpc_client_pointed_at_stable_is_refused_with_permission_denie
     // The same instance serves a client of its own revision.
     let own = ProxylessNode::new("client-6f7d9", "demo", "stable");
     let run = grpc::call(
+        client,
         &[GREETER.to_string()],
         Duration::from_secs(10),
         Some((&own, stable.xds)),
@@ -130,8 +135,28 @@ async fn a_canary_grpc_client_pointed_at_stable_is_refused_with_permission_denie
     .await;
     if run.outcomes[0].reply.as_deref() != Some("greeter-a:ping") {
         panic!(
-            "a stable client on stable did not reach the greeter\n{}",
+            "{client:?}: a stable client on stable did not reach the greeter\n{}",
             diagnostics(&run, &stable, &greeter).await
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_grpcio_client_reaches_the_server_in_the_endpoint_slice_by_each_of_its_names() {
+    reaches_the_server_by_each_of_its_names(Client::Python).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_grpc_go_client_reaches_the_server_in_the_endpoint_slice_by_each_of_its_names() {
+    reaches_the_server_by_each_of_its_names(Client::Go).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_grpcio_client_pointed_at_stable_is_refused_with_permission_denied() {
+    is_refused_by_the_other_revision(Client::Python).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_grpc_go_client_pointed_at_stable_is_refused_with_permission_denied() {
+    is_refused_by_the_other_revision(Client::Go).await;
 }

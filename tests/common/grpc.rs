@@ -1,6 +1,7 @@
-//! Real gRPC parts in Python grpcio (installed by scripts/test into the cache; DESIGN.md §5):
-//! a gRPC server process (`tests/python/grpc_server.py`) and a client run
-//! (`tests/python/grpc_call.py`), proxyless through an xDS bootstrap or through a sidecar.
+//! Real gRPC parts (installed by scripts/test into the cache; DESIGN.md §5): a Python grpcio
+//! server process (`tests/python/grpc_server.py`) and client runs, proxyless through an xDS
+//! bootstrap or through a sidecar, with either of two real xDS clients: grpcio's C-core
+//! (`tests/python/grpc_call.py`) and grpc-go's (`tests/grpc-go`, same arguments and output).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -50,6 +51,59 @@ pub fn python(script: &str) -> Command {
         .env_remove("GRPC_XDS_BOOTSTRAP")
         .env_remove("GRPC_XDS_BOOTSTRAP_CONFIG");
     command
+}
+
+/// The grpc-go client scripts/test builds from tests/grpc-go (REVPLANE_GRPC_GO_CALL); panics
+/// naming the build command when it is missing.
+pub fn grpc_go_call() -> PathBuf {
+    let path = std::env::var_os("REVPLANE_GRPC_GO_CALL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            home.join(".cache/revplane/grpc-go-v1.85.0/grpc-call")
+        });
+    assert!(
+        path.is_file(),
+        "the grpc-go client is not built at {}: run scripts/test, which builds it \
+         (cd tests/grpc-go && go build -o ~/.cache/revplane/grpc-go-v1.85.0/grpc-call .)",
+        path.display()
+    );
+    path
+}
+
+/// Which real gRPC client library makes the calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Client {
+    /// Python grpcio (gRPC C-core's xDS client).
+    Python,
+    /// grpc-go (its own xDS client).
+    Go,
+}
+
+impl Client {
+    fn command(self) -> Command {
+        match self {
+            Client::Python => python("grpc_call.py"),
+            Client::Go => {
+                let mut command = Command::new(grpc_go_call());
+                command
+                    .env_remove("GRPC_XDS_BOOTSTRAP")
+                    .env_remove("GRPC_XDS_BOOTSTRAP_CONFIG");
+                command
+            }
+        }
+    }
+
+    /// How this client spells the control plane's status code PERMISSION_DENIED inside the
+    /// UNAVAILABLE it reports (gRFC A54 forbids passing the code itself through).
+    pub fn permission_denied(self) -> &'static str {
+        match self {
+            Client::Python => "PERMISSION_DENIED",
+            Client::Go => "PermissionDenied",
+        }
+    }
 }
 
 /// A running `grpc_server.py` on 127.0.0.1; its Echo replies `<name>:<request>`. Killed on
@@ -116,7 +170,7 @@ impl Drop for GrpcServer {
     }
 }
 
-/// What one call of `grpc_call.py` returned.
+/// What one call of a client returned.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 pub struct CallOutcome {
     pub target: String,
@@ -127,7 +181,7 @@ pub struct CallOutcome {
     pub reply: Option<String>,
 }
 
-/// A grpc_call.py run: one outcome per target, and the client's own stderr (grpc-core logs).
+/// A client run: one outcome per target, and the client's own stderr (its library's logs).
 #[derive(Debug)]
 pub struct CallRun {
     pub outcomes: Vec<CallOutcome>,
@@ -176,16 +230,17 @@ impl ProxylessNode {
     }
 }
 
-/// Runs grpc_call.py for `targets` in a fresh process (its own xDS client). With `xds`,
-/// the client reads the bootstrap of `node` pointed at it; `authority` sets `:authority`.
+/// Runs `client` for `targets` in a fresh process (its own xDS client). With `xds`, the
+/// client reads the bootstrap of `node` pointed at it; `authority` sets `:authority`.
 pub async fn call(
+    client: Client,
     targets: &[String],
     timeout: Duration,
     xds: Option<(&ProxylessNode, SocketAddr)>,
     authority: Option<&str>,
 ) -> CallRun {
     let dir = tempfile::tempdir().unwrap();
-    let mut command = python("grpc_call.py");
+    let mut command = client.command();
     command
         .arg("--timeout")
         .arg(timeout.as_secs_f64().to_string());
@@ -201,7 +256,7 @@ pub async fn call(
     let output = tokio::task::spawn_blocking(move || command.output())
         .await
         .unwrap()
-        .expect("run python3 grpc_call.py");
+        .unwrap_or_else(|e| panic!("run the {client:?} gRPC client: {e}"));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     let outcomes: Vec<CallOutcome> = stdout
@@ -211,7 +266,7 @@ pub async fn call(
     assert_eq!(
         outcomes.len(),
         targets.len(),
-        "grpc_call.py ({}) printed one outcome per target:\n{stdout}\n{stderr}",
+        "the {client:?} client ({}) printed one outcome per target:\n{stdout}\n{stderr}",
         output.status
     );
     CallRun { outcomes, stderr }

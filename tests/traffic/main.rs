@@ -243,6 +243,7 @@ async fn grpc_through_the_sidecar_reaches_the_real_grpc_server() {
     let authority = "greeter.demo.svc.cluster.local:50051";
     let outcome = retry(Duration::from_secs(15), || async {
         let run = grpc::call(
+            grpc::Client::Python,
             std::slice::from_ref(&target),
             Duration::from_secs(2),
             None,
