@@ -13,6 +13,7 @@
 
 pub mod cluster;
 pub mod endpoint;
+pub mod protocol;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
