@@ -75,6 +75,9 @@ pub struct Service {
     pub key: ObjectKey,
     /// How it is reached.
     pub kind: ServiceKind,
+    /// Virtual IPs (`spec.clusterIPs`, else `spec.clusterIP`); empty when headless, for an
+    /// ExternalName, or when the source gives none. Part of the content hash.
+    pub cluster_ips: Vec<IpAddr>,
     /// TCP ports (UDP and SCTP ports are left out).
     pub ports: Vec<ServicePort>,
 }
@@ -376,6 +379,7 @@ pub mod build {
         Service {
             key: ObjectKey::new(ns, name),
             kind: ServiceKind::ClusterIp,
+            cluster_ips: Vec::new(),
             ports: ports
                 .iter()
                 .map(|(n, p)| ServicePort {
@@ -429,6 +433,21 @@ mod tests {
         assert!(!c.apply(Object::Service(service("shop", "web", &[("http", 80)]))));
         assert!(c.apply(Object::Service(service("shop", "web", &[("http", 81)]))));
         assert_eq!(c.service_count(), 1);
+    }
+
+    #[test]
+    fn cluster_ips_are_part_of_a_services_content() {
+        let plain = Hashed::new(service("shop", "web", &[("http", 80)]));
+        let mut with_ip = service("shop", "web", &[("http", 80)]);
+        with_ip.cluster_ips = vec!["10.96.0.10".parse().unwrap()];
+        let with_ip = Hashed::new(with_ip);
+        assert_ne!(plain.content_hash(), with_ip.content_hash());
+        let mut c = Catalog::default();
+        c.apply(Object::Service(plain.object().clone()));
+        assert!(
+            c.apply(Object::Service(with_ip.object().clone())),
+            "a new cluster IP is a change"
+        );
     }
 
     #[test]

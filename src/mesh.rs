@@ -21,6 +21,31 @@ pub struct MeshConfig {
     pub discovery_selectors: Vec<LabelSelector>,
     /// What the injector gives each sidecar of this revision.
     pub sidecar: SidecarConfig,
+    /// How sidecars get their outbound traffic when their node metadata does not say
+    /// (`interceptionMode`); read per proxy, not by translation.
+    pub interception: InterceptionMode,
+}
+
+/// How a sidecar's outbound traffic reaches Envoy (mesh config key `interceptionMode`, node
+/// metadata `INTERCEPTION_MODE`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum InterceptionMode {
+    /// iptables redirects outbound connections to `virtualOutbound` on 15001 (Istio's default).
+    #[default]
+    Redirect,
+    /// Nothing redirects: applications dial listeners bound on `127.0.0.1:<port>`.
+    None,
+}
+
+impl InterceptionMode {
+    /// The mode named `text` as Istio spells it (`REDIRECT`, `NONE`); `None` for anything else.
+    pub fn parse(text: &str) -> Option<InterceptionMode> {
+        match text {
+            "REDIRECT" => Some(InterceptionMode::Redirect),
+            "NONE" => Some(InterceptionMode::None),
+            _ => None,
+        }
+    }
 }
 
 /// The sidecar the injector adds to a pod (mesh config keys `discoveryAddress`, `proxyImage`,
@@ -69,13 +94,15 @@ impl Default for MeshConfig {
             lb_policy: LbPolicy::RoundRobin,
             discovery_selectors: Vec::new(),
             sidecar: SidecarConfig::default(),
+            interception: InterceptionMode::Redirect,
         }
     }
 }
 
 impl MeshConfig {
-    /// What translation reads (everything but the sidecar settings), to hash as an input of
-    /// every cluster: a new sidecar image must not re-translate the catalog.
+    /// What translation reads (everything but the sidecar settings and the interception
+    /// default, which are read per pod or per proxy), to hash as an input of every cluster: a
+    /// new sidecar image must not re-translate the catalog.
     pub fn translation_inputs(&self) -> impl std::hash::Hash + '_ {
         (
             &self.domain,

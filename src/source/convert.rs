@@ -51,6 +51,11 @@ pub enum ObjectError {
     /// The mesh config ConfigMap is invalid.
     #[error("invalid mesh config (data key `mesh`): {0}")]
     BadMeshConfig(String),
+    /// A cluster IP that is not an IP address.
+    #[error(
+        "spec.clusterIP(s) entry {0:?} is not an IP address (write None for a headless Service)"
+    )]
+    BadClusterIp(String),
     /// Two service ports with the same name.
     #[error("Service has two ports named {0:?}; port names must be unique")]
     DuplicatePortName(String),
@@ -69,12 +74,16 @@ pub fn service(svc: &core::Service, default_namespace: &str) -> Result<Service, 
     let key = key_of(&svc.metadata, default_namespace)?;
     let spec = svc.spec.clone().unwrap_or_default();
     let kind = match spec.type_.as_deref() {
-        Some("ExternalName") => match spec.external_name.filter(|h| !h.is_empty()) {
+        Some("ExternalName") => match spec.external_name.clone().filter(|h| !h.is_empty()) {
             Some(host) => ServiceKind::ExternalName(host),
             None => return Err(ObjectError::NoExternalName),
         },
-        _ if spec.cluster_ip.as_deref() == Some("None") => ServiceKind::Headless,
+        _ if is_headless(&spec) => ServiceKind::Headless,
         _ => ServiceKind::ClusterIp,
+    };
+    let cluster_ips = match kind {
+        ServiceKind::ClusterIp => cluster_ips(&spec)?,
+        ServiceKind::Headless | ServiceKind::ExternalName(_) => Vec::new(),
     };
     let mut ports: Vec<ServicePort> = Vec::new();
     for p in spec.ports.unwrap_or_default() {
@@ -91,7 +100,12 @@ pub fn service(svc: &core::Service, default_namespace: &str) -> Result<Service, 
             app_protocol: p.app_protocol,
         });
     }
-    Ok(Service { key, kind, ports })
+    Ok(Service {
+        key,
+        kind,
+        cluster_ips,
+        ports,
+    })
 }
 
 /// Converts an EndpointSlice. FQDN slices yield no endpoints (they are not IP endpoints).
@@ -154,6 +168,34 @@ pub fn endpoint_slice(
     })
 }
 
+/// `clusterIP: None` (or `clusterIPs: [None]`, as a manifest may write it).
+fn is_headless(spec: &core::ServiceSpec) -> bool {
+    let first = spec
+        .cluster_ips
+        .as_ref()
+        .and_then(|ips| ips.first())
+        .or(spec.cluster_ip.as_ref());
+    first.map(String::as_str) == Some("None")
+}
+
+/// Every `spec.clusterIPs` entry, else `spec.clusterIP`; unset or empty gives none.
+fn cluster_ips(spec: &core::ServiceSpec) -> Result<Vec<IpAddr>, ObjectError> {
+    let texts: Vec<&String> = match &spec.cluster_ips {
+        Some(ips) if !ips.is_empty() => ips.iter().collect(),
+        _ => spec.cluster_ip.iter().collect(),
+    };
+    let mut ips = Vec::with_capacity(texts.len());
+    for text in texts.into_iter().filter(|t| !t.is_empty()) {
+        let ip = text
+            .parse()
+            .map_err(|_| ObjectError::BadClusterIp(text.clone()))?;
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+    Ok(ips)
+}
+
 fn is_tcp(protocol: Option<&str>) -> bool {
     matches!(protocol, None | Some("TCP"))
 }
@@ -208,6 +250,43 @@ mod tests {
         let e = service(&ext, "default").unwrap();
         assert_eq!(e.key, ObjectKey::new("default", "ext"));
         assert_eq!(e.kind, ServiceKind::ExternalName("example.com".into()));
+    }
+
+    #[test]
+    fn cluster_ips_come_from_cluster_ips_else_cluster_ip() {
+        let ips = |spec: &str| {
+            let svc: core::Service = yaml(&format!("metadata: {{name: web}}\nspec: {spec}\n"));
+            service(&svc, "d").map(|s| (s.kind, s.cluster_ips))
+        };
+        let v4: IpAddr = "10.96.0.10".parse().unwrap();
+        let v6: IpAddr = "fd00::10".parse().unwrap();
+        assert_eq!(
+            ips("{clusterIP: 10.96.0.10, clusterIPs: [10.96.0.10, 'fd00::10']}"),
+            Ok((ServiceKind::ClusterIp, vec![v4, v6])),
+            "clusterIPs wins and holds every family"
+        );
+        assert_eq!(
+            ips("{clusterIP: 10.96.0.10}"),
+            Ok((ServiceKind::ClusterIp, vec![v4]))
+        );
+        assert_eq!(
+            ips("{clusterIP: 10.96.0.10, clusterIPs: []}"),
+            Ok((ServiceKind::ClusterIp, vec![v4]))
+        );
+        assert_eq!(ips("{}"), Ok((ServiceKind::ClusterIp, vec![])));
+        assert_eq!(ips("{clusterIP: ''}"), Ok((ServiceKind::ClusterIp, vec![])));
+        assert_eq!(
+            ips("{clusterIP: None}"),
+            Ok((ServiceKind::Headless, vec![]))
+        );
+        assert_eq!(
+            ips("{clusterIPs: [None]}"),
+            Ok((ServiceKind::Headless, vec![]))
+        );
+        assert_eq!(
+            ips("{clusterIP: 10.0.0.300}"),
+            Err(ObjectError::BadClusterIp("10.0.0.300".into()))
+        );
     }
 
     #[test]

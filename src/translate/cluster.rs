@@ -15,6 +15,7 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions
 use envoy_types::pb::google::protobuf::{Any, Duration};
 use prost::{Message, Name};
 
+use super::protocol::{protocol, Protocol};
 use super::{endpoint, LbPolicy, MeshConfig};
 use crate::catalog::{Service, ServicePort};
 
@@ -27,6 +28,37 @@ pub fn cluster_name(service: &Service, port: u16, domain: &str) -> String {
         "outbound|{port}||{}.{}.svc.{domain}",
         service.key.name, service.key.namespace
     )
+}
+
+/// The cluster that forwards a connection to its original destination (REDIRECT sidecars'
+/// catch-all and HTTP listeners' default chain send unknown destinations here).
+pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
+
+/// The cluster with no endpoints: a connection sent here is closed.
+pub const BLACKHOLE_CLUSTER: &str = "BlackHoleCluster";
+
+/// `PassthroughCluster`: ORIGINAL_DST with the mesh's connect timeout (Istio's
+/// `buildDefaultPassthroughCluster`).
+pub fn passthrough_cluster(mesh: &MeshConfig) -> Cluster {
+    Cluster {
+        name: PASSTHROUGH_CLUSTER.to_string(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(
+            DiscoveryType::OriginalDst as i32,
+        )),
+        connect_timeout: Some(duration(mesh.connect_timeout)),
+        lb_policy: EnvoyLb::ClusterProvided as i32,
+        ..Default::default()
+    }
+}
+
+/// `BlackHoleCluster`: STATIC without endpoints (virtualOutbound's own port goes there, so a
+/// connection to 15001 cannot loop).
+pub fn blackhole_cluster() -> Cluster {
+    Cluster {
+        name: BLACKHOLE_CLUSTER.to_string(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+        ..Default::default()
+    }
 }
 
 /// An EDS cluster whose endpoints come over ADS under the cluster's own name.
@@ -58,10 +90,7 @@ fn base_cluster(
     let mut cluster = Cluster {
         name,
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(kind as i32)),
-        connect_timeout: Some(Duration {
-            seconds: mesh.connect_timeout.as_secs() as i64,
-            nanos: mesh.connect_timeout.subsec_nanos() as i32,
-        }),
+        connect_timeout: Some(duration(mesh.connect_timeout)),
         lb_policy: match mesh.lb_policy {
             LbPolicy::RoundRobin => EnvoyLb::RoundRobin,
             LbPolicy::LeastRequest => EnvoyLb::LeastRequest,
@@ -69,7 +98,7 @@ fn base_cluster(
         } as i32,
         ..Default::default()
     };
-    if speaks_http2(port) {
+    if protocol(port) == Protocol::Http2 {
         cluster
             .typed_extension_protocol_options
             .insert(HTTP_PROTOCOL_OPTIONS.to_string(), http2_options());
@@ -77,16 +106,12 @@ fn base_cluster(
     cluster
 }
 
-/// Istio's protocol selection: `appProtocol`, else the port name prefix before `-`.
-pub fn speaks_http2(port: &ServicePort) -> bool {
-    let protocol = match &port.app_protocol {
-        Some(p) => p.as_str(),
-        None => port.name.split('-').next().unwrap_or(""),
-    };
-    matches!(
-        protocol.to_ascii_lowercase().as_str(),
-        "grpc" | "grpc-web" | "http2" | "h2c" | "kubernetes.io/h2c"
-    )
+/// A protobuf Duration.
+fn duration(d: std::time::Duration) -> Duration {
+    Duration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
 }
 
 fn http2_options() -> Any {
@@ -106,6 +131,7 @@ fn http2_options() -> Any {
     }
 }
 
+/// `{ads: {}, resource_api_version: V3}`: fetch over the same ADS stream.
 fn ads_config_source() -> ConfigSource {
     ConfigSource {
         resource_api_version: ApiVersion::V3 as i32,
@@ -152,17 +178,61 @@ mod tests {
     }
 
     #[test]
-    fn grpc_and_http2_ports_get_http2_upstreams() {
-        assert!(speaks_http2(&port("grpc", None)));
-        assert!(speaks_http2(&port("grpc-admin", None)));
-        assert!(speaks_http2(&port("web", Some("kubernetes.io/h2c"))));
-        assert!(!speaks_http2(&port("http", None)));
-        assert!(
-            !speaks_http2(&port("grpc", Some("http"))),
-            "appProtocol wins"
+    fn passthrough_and_blackhole_clusters() {
+        let mesh = MeshConfig {
+            connect_timeout: std::time::Duration::from_millis(2500),
+            ..Default::default()
+        };
+        let p = passthrough_cluster(&mesh);
+        assert_eq!(p.name, "PassthroughCluster");
+        assert_eq!(
+            p.cluster_discovery_type,
+            Some(ClusterDiscoveryType::Type(
+                DiscoveryType::OriginalDst as i32
+            ))
         );
-        let c = eds_cluster("c".into(), &port("grpc", None), &MeshConfig::default());
-        assert!(c
+        assert_eq!(p.lb_policy, EnvoyLb::ClusterProvided as i32);
+        assert_eq!(
+            p.connect_timeout,
+            Some(Duration {
+                seconds: 2,
+                nanos: 500_000_000
+            })
+        );
+        let b = blackhole_cluster();
+        assert_eq!(b.name, "BlackHoleCluster");
+        assert_eq!(
+            b.cluster_discovery_type,
+            Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32))
+        );
+        assert!(b.load_assignment.is_none(), "no endpoints");
+    }
+
+    #[test]
+    fn grpc_and_http2_ports_get_http2_upstreams() {
+        let has_h2 = |p: ServicePort| {
+            eds_cluster("c".into(), &p, &MeshConfig::default())
+                .typed_extension_protocol_options
+                .contains_key(HTTP_PROTOCOL_OPTIONS)
+        };
+        assert!(has_h2(port("grpc", None)));
+        assert!(has_h2(port("grpc-admin", None)));
+        assert!(has_h2(port("http2", None)));
+        assert!(has_h2(port("web", Some("kubernetes.io/h2c"))));
+        assert!(has_h2(port("web", Some("grpc-web"))));
+        assert!(!has_h2(port("http", None)));
+        assert!(!has_h2(port("grpc", Some("http"))), "appProtocol wins");
+        assert!(
+            !has_h2(port("h2c", None)),
+            "h2c counts only as appProtocol kubernetes.io/h2c"
+        );
+        let dns = dns_cluster(
+            "c".into(),
+            "api.example.com",
+            &port("grpc", None),
+            &MeshConfig::default(),
+        );
+        assert!(dns
             .typed_extension_protocol_options
             .contains_key(HTTP_PROTOCOL_OPTIONS));
     }

@@ -2,16 +2,21 @@
 //!
 //! Rules (as kube-proxy applies them): only ready, non-terminating endpoints; a slice port is
 //! matched to the service port **by name**; several slices of one service are merged and
-//! duplicates dropped; the result is sorted so equal inputs give byte-equal output.
+//! duplicate addresses dropped (grpc-core rejects a whole assignment that repeats one); the
+//! result is sorted so equal inputs give byte-equal output. The endpoints sit in one locality
+//! of weight 1, which proxyless gRPC clients need to see them at all.
 
 use std::net::{IpAddr, SocketAddr};
 
 use envoy_types::pb::envoy::config::core::v3::{
-    address::Address as AddressKind, socket_address::PortSpecifier, Address, SocketAddress,
+    address::Address as AddressKind, socket_address::PortSpecifier, Address, Locality,
+    SocketAddress,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint::HostIdentifier, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
 };
+
+use envoy_types::pb::google::protobuf::UInt32Value;
 
 use crate::catalog::{EndpointSlice, ServicePort};
 
@@ -82,6 +87,10 @@ fn with_endpoints(cluster_name: String, lb_endpoints: Vec<LbEndpoint>) -> Cluste
             Vec::new()
         } else {
             vec![LocalityLbEndpoints {
+                // grpc-core skips a locality without a weight (without an error); Envoy
+                // ignores both unless locality-weighted load balancing is on.
+                locality: Some(Locality::default()),
+                load_balancing_weight: Some(UInt32Value { value: 1 }),
                 lb_endpoints,
                 ..Default::default()
             }]
@@ -209,6 +218,50 @@ mod tests {
         assert_eq!(
             addrs("http", &[a, b]),
             ["10.0.0.1:8080", "10.0.0.9:8080", "fd00::1:8080"]
+        );
+    }
+
+    #[test]
+    fn an_address_listed_twice_is_sent_once() {
+        let mut a = slice(
+            "shop",
+            "web-a",
+            "web",
+            &[("http", 8080)],
+            &[("10.0.0.2", true, false), ("10.0.0.1", true, false)],
+        );
+        // One endpoint repeating its address, and the same address in a second endpoint.
+        a.endpoints[0].addresses.push("10.0.0.2".parse().unwrap());
+        a.endpoints.push(a.endpoints[1].clone());
+        let b = slice(
+            "shop",
+            "web-b",
+            "web",
+            &[("http", 8080)],
+            &[("10.0.0.2", true, false)],
+        );
+        assert_eq!(addrs("http", &[a, b]), ["10.0.0.1:8080", "10.0.0.2:8080"]);
+    }
+
+    #[test]
+    fn endpoints_sit_in_one_locality_of_weight_one() {
+        let s = slice(
+            "shop",
+            "web-1",
+            "web",
+            &[("http", 8080)],
+            &[("10.0.0.1", true, false), ("10.0.0.2", true, false)],
+        );
+        let la = load_assignment("c".into(), &port("http"), std::iter::once(&s));
+        assert_eq!(la.endpoints.len(), 1);
+        let group = &la.endpoints[0];
+        assert_eq!(group.locality, Some(Locality::default()));
+        assert_eq!(group.load_balancing_weight, Some(UInt32Value { value: 1 }));
+        assert_eq!(group.lb_endpoints.len(), 2);
+        let dns = dns_load_assignment("c".into(), "api.example.com", 443);
+        assert_eq!(
+            dns.endpoints[0].load_balancing_weight,
+            Some(UInt32Value { value: 1 })
         );
     }
 

@@ -10,9 +10,22 @@
 //!   pods directly, which is what an EDS cluster over the pod addresses does.
 //! - ExternalName: a `STRICT_DNS` cluster resolving `spec.externalName` on the port, with its
 //!   endpoint inline and no ClusterLoadAssignment in EDS (there are no endpoints to watch).
+//!
+//! Listeners and routes come from an [`outbound::OutboundModel`] of the admitted services,
+//! built once per snapshot: [`listener`] (sidecar LDS, REDIRECT or NONE), [`route`] (sidecar
+//! RDS), [`proxyless`] (gRPC clients' LDS, RDS and CDS). [`protocol`] decides HTTP, HTTP/2 or
+//! TCP for CDS and LDS alike.
 
 pub mod cluster;
 pub mod endpoint;
+mod filters;
+pub mod listener;
+pub mod outbound;
+pub mod protocol;
+pub mod proxyless;
+pub mod route;
+#[cfg(test)]
+mod testing;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;

@@ -8,7 +8,9 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1 as core;
 
 use super::ObjectError;
-use crate::mesh::{LabelSelector, LbPolicy, MeshConfig, ProxyResources, Requirement};
+use crate::mesh::{
+    InterceptionMode, LabelSelector, LbPolicy, MeshConfig, ProxyResources, Requirement,
+};
 use crate::revision::Revision;
 
 /// Key of the mesh config YAML in the ConfigMap.
@@ -31,6 +33,7 @@ struct RawMesh {
     proxy_image: Option<String>,
     proxy_resources: Option<RawResources>,
     proxy_admin_port: Option<u16>,
+    interception_mode: Option<String>,
 }
 
 /// `proxyResources` as written: Kubernetes' `requests` / `limits` maps.
@@ -103,6 +106,10 @@ pub fn parse_mesh(text: &str) -> Result<MeshConfig, String> {
                 ))
             }
         };
+    }
+    if let Some(mode) = raw.interception_mode {
+        mesh.interception = InterceptionMode::parse(&mode)
+            .ok_or_else(|| format!("interceptionMode {mode:?} is not one of REDIRECT, NONE"))?;
     }
     if let Some(address) = raw.discovery_address {
         check_host_port(&address)
@@ -329,6 +336,37 @@ mod tests {
             let err = parse_mesh(bad).unwrap_err();
             assert!(err.contains(why), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn interception_mode_defaults_to_redirect_and_accepts_none() {
+        assert_eq!(
+            parse_mesh("").unwrap().interception,
+            InterceptionMode::Redirect
+        );
+        assert_eq!(
+            parse_mesh("interceptionMode: NONE").unwrap().interception,
+            InterceptionMode::None
+        );
+        assert_eq!(
+            parse_mesh("interceptionMode: REDIRECT")
+                .unwrap()
+                .interception,
+            InterceptionMode::Redirect
+        );
+        for bad in ["interceptionMode: TPROXY", "interceptionMode: none"] {
+            let err = parse_mesh(bad).unwrap_err();
+            assert!(err.contains("not one of REDIRECT, NONE"), "{bad}: {err}");
+        }
+        let other = MeshConfig {
+            interception: InterceptionMode::None,
+            ..Default::default()
+        };
+        assert_eq!(
+            crate::catalog::content_hash(&other.translation_inputs()),
+            crate::catalog::content_hash(&MeshConfig::default().translation_inputs()),
+            "the interception default is read per proxy, not by translation"
+        );
     }
 
     #[test]

@@ -1,0 +1,203 @@
+//! Sidecar routes (RDS): one RouteConfiguration `"<port>"` per HTTP port, holding one virtual
+//! host per HTTP Service on that port, as Istio (≤ 1.15, the layout DESIGN.md §4 fixes) lays
+//! them out.
+//!
+//! A virtual host `<fqdn>:<port>` answers to each of these, with and without `:<port>`: the
+//! FQDN, `svc` (callers in the Service's namespace only), `svc.ns`, `svc.ns.svc`, every cluster
+//! IP (`[v6]` bracketed), and for a headless Service `*.`-prefixed forms of the DNS names (pod
+//! hostnames). Envoy refuses a whole RouteConfiguration that repeats a domain, so the first
+//! virtual host (by namespace, name) keeps it and the loser is reported. There is no
+//! catch-all virtual host: an unknown `Host` gets Envoy's 404.
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use envoy_types::pb::envoy::config::route::v3::{
+    retry_policy::{self, RetryHostPredicate},
+    route::Action,
+    route_action::{ClusterSpecifier, MaxStreamDuration},
+    route_match::PathSpecifier,
+    Decorator, RetryPolicy, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
+};
+use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
+use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
+
+use super::filters::{any, zero};
+use super::outbound::{is_reserved, Conflict, OutboundModel, OutboundPort};
+use crate::catalog::ServiceKind;
+
+/// Istio's default `retry_on`.
+pub const RETRY_ON: &str =
+    "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
+
+/// Route configs `"<port>"` for a sidecar in `caller_namespace` (None: no short names), sorted
+/// by name, and the domains left out.
+pub fn sidecar_routes(
+    model: &OutboundModel,
+    caller_namespace: Option<&str>,
+) -> (Vec<RouteConfiguration>, Vec<Conflict>) {
+    let mut configs = Vec::new();
+    let mut conflicts = Vec::new();
+    for group in model.by_port() {
+        let port = group[0].port;
+        if is_reserved(port) || !group.iter().any(|p| p.protocol.is_http()) {
+            continue;
+        }
+        let name = port.to_string();
+        // Domain → the virtual host that has it.
+        let mut owners: HashMap<String, String> = HashMap::new();
+        let mut virtual_hosts = Vec::new();
+        for p in group.iter().filter(|p| p.protocol.is_http()) {
+            let host = format!("{}:{}", p.fqdn, p.port);
+            // Lost domains by the virtual host that kept them.
+            let mut lost: Vec<(String, Vec<String>)> = Vec::new();
+            let mut domains = Vec::new();
+            for domain in sidecar_domains(p, caller_namespace) {
+                match owners.get(&domain) {
+                    Some(owner) if *owner == host => {}
+                    Some(owner) => match lost.iter_mut().find(|(o, _)| o == owner) {
+                        Some((_, ds)) => ds.push(domain),
+                        None => lost.push((owner.clone(), vec![domain])),
+                    },
+                    None => {
+                        owners.insert(domain.clone(), host.clone());
+                        domains.push(domain);
+                    }
+                }
+            }
+            for (owner, ds) in lost {
+                conflicts.push(Conflict {
+                    listener: name.clone(),
+                    kept: owner,
+                    dropped: host.clone(),
+                    reason: format!(
+                        "domains {ds:?} already belong to the kept virtual host (the first \
+                         by namespace/name); Envoy refuses a route configuration that repeats \
+                         a domain"
+                    ),
+                });
+            }
+            if !domains.is_empty() {
+                virtual_hosts.push(VirtualHost {
+                    name: host,
+                    domains,
+                    routes: vec![default_route(p)],
+                    ..Default::default()
+                });
+            }
+        }
+        configs.push(RouteConfiguration {
+            name,
+            virtual_hosts,
+            validate_clusters: Some(BoolValue { value: false }),
+            ..Default::default()
+        });
+    }
+    configs.sort_by(|a, b| a.name.cmp(&b.name));
+    (configs, conflicts)
+}
+
+/// The domains of `p`'s virtual host for a caller in `caller_namespace`, each without and
+/// then with `:<port>`.
+pub fn sidecar_domains(p: &OutboundPort, caller_namespace: Option<&str>) -> Vec<String> {
+    let names = p.host_names(caller_namespace);
+    let mut hosts = names.clone();
+    if p.kind == ServiceKind::Headless {
+        hosts.extend(names.iter().map(|n| format!("*.{n}")));
+    }
+    hosts.extend(p.cluster_ips.iter().map(|ip| match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }));
+    with_ports(hosts, p.port)
+}
+
+/// Each host, then the host with `:<port>`.
+pub(crate) fn with_ports(hosts: Vec<String>, port: u16) -> Vec<String> {
+    let mut out = Vec::with_capacity(hosts.len() * 2);
+    for h in hosts {
+        let with_port = format!("{h}:{port}");
+        out.push(h);
+        out.push(with_port);
+    }
+    out
+}
+
+/// Istio's default outbound route: everything to the cluster, no timeout (gRPC deadlines
+/// come from the `grpc-timeout` header, uncapped), Istio's default retry policy.
+fn default_route(p: &OutboundPort) -> Route {
+    Route {
+        name: "default".to_string(),
+        r#match: Some(prefix_slash()),
+        decorator: Some(Decorator {
+            operation: format!("{}:{}/*", p.fqdn, p.port),
+            ..Default::default()
+        }),
+        action: Some(Action::Route(RouteAction {
+            cluster_specifier: Some(ClusterSpecifier::Cluster(p.cluster.clone())),
+            timeout: zero(),
+            retry_policy: Some(default_retry_policy()),
+            max_stream_duration: Some(MaxStreamDuration {
+                grpc_timeout_header_max: zero(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+/// `match: {prefix: "/"}`.
+pub(crate) fn prefix_slash() -> RouteMatch {
+    RouteMatch {
+        path_specifier: Some(PathSpecifier::Prefix("/".to_string())),
+        ..Default::default()
+    }
+}
+
+/// Istio's default retry policy: 2 retries on connect failure, refused stream, gRPC
+/// unavailable/cancelled, each on another host when there is one.
+fn default_retry_policy() -> RetryPolicy {
+    RetryPolicy {
+        retry_on: RETRY_ON.to_string(),
+        num_retries: Some(UInt32Value { value: 2 }),
+        retry_host_predicate: vec![RetryHostPredicate {
+            name: "envoy.retry_host_predicates.previous_hosts".to_string(),
+            config_type: Some(retry_host_predicate_config()),
+        }],
+        host_selection_retry_max_attempts: 5,
+        ..Default::default()
+    }
+}
+
+fn retry_host_predicate_config() -> retry_policy::retry_host_predicate::ConfigType {
+    retry_policy::retry_host_predicate::ConfigType::TypedConfig(any(
+        &PreviousHostsPredicate::default(),
+    ))
+}
+
+/// The clusters a route configuration sends requests to (sorted, each once).
+pub fn route_clusters(config: &RouteConfiguration) -> Vec<String> {
+    let mut clusters: Vec<String> = config
+        .virtual_hosts
+        .iter()
+        .flat_map(|vh| &vh.routes)
+        .filter_map(|r| match &r.action {
+            Some(Action::Route(action)) => action.cluster_specifier.as_ref(),
+            _ => None,
+        })
+        .flat_map(|spec| match spec {
+            ClusterSpecifier::Cluster(name) => vec![name.clone()],
+            ClusterSpecifier::WeightedClusters(w) => {
+                w.clusters.iter().map(|c| c.name.clone()).collect()
+            }
+            _ => Vec::new(),
+        })
+        .collect();
+    clusters.sort_unstable();
+    clusters.dedup();
+    clusters
+}
