@@ -182,6 +182,9 @@ async fn http_through_the_sidecar_reaches_the_upstream_by_its_full_and_short_nam
         "ledger.payments",
         "ledger:9000",
         "ledger",
+        // What a client that dialled the cluster IP sends.
+        "10.96.0.20:9000",
+        "10.96.0.20",
     ];
     for (i, host) in names.iter().enumerate() {
         let path = format!("/by-name/{i}");
