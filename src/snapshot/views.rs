@@ -194,6 +194,9 @@ impl Views {
                 (encoded.collect(), conflicts)
             }
         };
+        for c in &conflicts {
+            tracing::warn!(variant = %key, listener = %c.listener, kept = %c.kept, dropped = %c.dropped, "left out of the config: {}", c.reason);
+        }
         Variant {
             resources: Arc::new(Resources::new(by_name)),
             conflicts,
