@@ -51,11 +51,11 @@ pub struct LoadArgs {
     #[arg(long, env = "REVPLANE_LOAD_REVISION", default_value = "default")]
     pub revision: String,
 
-    /// Types to subscribe to: `cds` or `cds,eds`.
+    /// Types to subscribe to: `cds` and any of `eds`, `lds`, `rds` (`rds` needs `lds`).
     #[arg(
         long,
         env = "REVPLANE_LOAD_TYPES",
-        default_value = "cds,eds",
+        default_value = "cds,eds,lds,rds",
         value_delimiter = ','
     )]
     pub types: Vec<String>,

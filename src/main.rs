@@ -36,19 +36,24 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => revplane::app::run(args).await,
         Command::ProxyStatus(args) => Ok(revplane::ctl::proxy_status::run(args).await?),
         Command::Load(args) => {
-            if !args.types.iter().all(|t| t == "cds" || t == "eds")
-                || !args.types.iter().any(|t| t == "cds")
-            {
+            let known = ["cds", "eds", "lds", "rds"];
+            let has = |t: &str| args.types.iter().any(|x| x == t);
+            if !args.types.iter().all(|t| known.contains(&t.as_str())) || !has("cds") {
                 anyhow::bail!(
-                    "--types must be cds or cds,eds (got {})",
+                    "--types must list cds and any of eds, lds, rds (got {})",
                     args.types.join(",")
                 );
+            }
+            if has("rds") && !has("lds") {
+                anyhow::bail!("--types rds needs lds: route names come from the listeners");
             }
             let report = revplane::load::run(revplane::load::LoadConfig {
                 xds_addr: args.xds_addr,
                 proxies: args.proxies,
                 revision: args.revision,
-                eds: args.types.iter().any(|t| t == "eds"),
+                eds: has("eds"),
+                lds: has("lds"),
+                rds: has("rds"),
                 duration: args.duration,
                 connections: args.connections,
                 ramp: args.ramp,

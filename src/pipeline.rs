@@ -241,10 +241,13 @@ impl Publisher {
         let started = std::time::Instant::now();
         let previous = self.tx.borrow().clone();
         let snapshot = self.builder.build(self.serial + 1, &self.catalog);
+        // The mesh config also shapes what is not in the default views (a proxy's default
+        // interception mode, what the injector reads): a change of it alone is published.
         let unchanged = previous.as_ref().is_some_and(|p| {
-            ResourceType::ALL
-                .iter()
-                .all(|t| p.resources(*t).version == snapshot.resources(*t).version)
+            p.mesh == snapshot.mesh
+                && ResourceType::ALL
+                    .iter()
+                    .all(|t| p.resources(*t).version == snapshot.resources(*t).version)
         });
         self.metrics
             .build_seconds

@@ -18,6 +18,8 @@ fn config(
         proxies,
         revision: revision.to_string(),
         eds: true,
+        lds: true,
+        rds: true,
         duration,
         connections: None,
         ramp: Duration::ZERO,
@@ -44,8 +46,8 @@ async fn every_proxy_opens_gets_full_config_and_acks_every_version() {
     let types: Vec<&str> = report.versions.iter().map(|v| v.r#type.as_str()).collect();
     assert_eq!(
         types,
-        ["cds", "eds", "eds"],
-        "one CDS version, the EDS version before and after the change"
+        ["cds", "eds", "lds", "rds", "eds"],
+        "one CDS, LDS and RDS version, the EDS version before and after the change"
     );
     for v in &report.versions {
         assert_eq!(v.acks, 25, "every proxy ACKs every version: {v:?}");
@@ -55,8 +57,8 @@ async fn every_proxy_opens_gets_full_config_and_acks_every_version() {
         );
         assert!(v.last_ack_unix_ms >= v.first_ack_unix_ms);
     }
-    // 25 CDS + 25 initial EDS + 25 EDS after the change.
-    assert_eq!(report.responses, 75);
+    // 25 × (CDS, initial EDS, LDS, RDS) + 25 EDS after the change.
+    assert_eq!(report.responses, 125);
     let table = report.to_table();
     assert!(
         table.contains("proxies 25   opened 25   refused 0"),

@@ -2,12 +2,15 @@
 //!
 //! Each simulated proxy opens its own ADS stream (by default on its own HTTP/2 connection,
 //! as every Envoy has its own), sends `node` with its id and `REVISION` metadata, subscribes
-//! like Envoy (CDS wildcard, then EDS for the clusters it got), and ACKs every response. The
+//! like Envoy (CDS wildcard, then EDS for the clusters it got; with LDS, a listener wildcard
+//! after the first clusters, then RDS for the route configurations those listeners name), and
+//! ACKs every response. The
 //! run reports streams opened and refused, time to first full config, and for every config
 //! version the fan-out convergence (first to last proxy ACK). It never looks inside the
 //! server, so it measures ours and any other implementation alike.
 
 pub mod report;
+mod summary;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -23,6 +26,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::snapshot::ResourceType;
 use report::{LoadReport, Spread, VersionReport};
+use summary::{assignment_names, route_names, ResponseSummary, Subscription};
 
 /// What to simulate.
 #[derive(Clone, Debug)]
@@ -33,43 +37,18 @@ pub struct LoadConfig {
     pub proxies: usize,
     /// `REVISION` the proxies claim.
     pub revision: String,
-    /// Types to subscribe to (CDS always; EDS when listed).
+    /// Subscribe to EDS (CDS always).
     pub eds: bool,
+    /// Subscribe to LDS (wildcard) after the first CDS response.
+    pub lds: bool,
+    /// Subscribe to RDS for the route configurations the listeners name (needs `lds`).
+    pub rds: bool,
     /// How long to run.
     pub duration: Duration,
     /// Share this many HTTP/2 connections among the proxies (`None`: one per proxy).
     pub connections: Option<usize>,
     /// Spread the proxies' starts evenly over this long (`0`: all at once).
     pub ramp: Duration,
-}
-
-/// The fields of a `DiscoveryResponse` a simulated proxy reads: it needs the names of the
-/// resources, not their config, and prost skips the rest without copying it (the same wire
-/// bytes, decoded with fewer fields).
-#[derive(Clone, PartialEq, prost::Message)]
-struct ResponseSummary {
-    #[prost(string, tag = "1")]
-    version_info: String,
-    #[prost(message, repeated, tag = "2")]
-    resources: Vec<AnySummary>,
-    #[prost(string, tag = "4")]
-    type_url: String,
-    #[prost(string, tag = "5")]
-    nonce: String,
-}
-
-/// An `Any` whose `value` (bytes on the wire) is read as the message it holds.
-#[derive(Clone, PartialEq, prost::Message)]
-struct AnySummary {
-    #[prost(message, optional, tag = "2")]
-    value: Option<NameOnly>,
-}
-
-/// Only the first field of a Cluster (`name`) or ClusterLoadAssignment (`cluster_name`).
-#[derive(Clone, PartialEq, prost::Message)]
-struct NameOnly {
-    #[prost(string, tag = "1")]
-    name: String,
 }
 
 const ADS_METHOD: &str =
@@ -253,6 +232,8 @@ async fn proxy(
     };
     let cds = ResourceType::Cluster.type_url();
     let eds = ResourceType::Endpoint.type_url();
+    let lds = ResourceType::Listener.type_url();
+    let rds = ResourceType::Route.type_url();
     let (tx, rx) = mpsc::channel(16);
     let _ = tx
         .send(DiscoveryRequest {
@@ -274,6 +255,9 @@ async fn proxy(
     let mut eds_nonce = String::new();
     let mut eds_version = String::new();
     let mut eds_seen: BTreeSet<String> = BTreeSet::new();
+    let mut routes = Subscription::default();
+    let mut lds_asked = false;
+    let mut have_lds = false;
     let mut full = false;
     loop {
         let message = tokio::select! {
@@ -296,12 +280,22 @@ async fn proxy(
             let _ = events.send(Observation::Opened);
         }
         let _ = events.send(Observation::Response);
-        let names: Vec<String> = std::mem::take(&mut response.resources)
-            .into_iter()
-            .filter_map(|any| any.value.map(|n| n.name))
-            .collect();
+        let resources = std::mem::take(&mut response.resources);
+        let route_names = if response.type_url == lds && config.rds {
+            route_names(&resources)
+        } else {
+            Vec::new()
+        };
+        let assignments = if response.type_url == cds {
+            assignment_names(&resources)
+        } else {
+            Vec::new()
+        };
+        let names: Vec<String> = resources.iter().filter_map(|any| any.name()).collect();
         let ack_names = if response.type_url == eds {
             eds_names.clone()
+        } else if response.type_url == rds {
+            routes.names.clone()
         } else {
             Vec::new()
         };
@@ -323,8 +317,7 @@ async fn proxy(
         if response.type_url == cds {
             have_cds = true;
             if config.eds {
-                let mut wanted = names;
-                wanted.sort();
+                let wanted = assignments;
                 if wanted != eds_names {
                     eds_names = wanted;
                     eds_seen.retain(|n| eds_names.binary_search(n).is_ok());
@@ -340,12 +333,36 @@ async fn proxy(
                     }
                 }
             }
+            if config.lds && !lds_asked {
+                lds_asked = true;
+                let subscribe = DiscoveryRequest {
+                    type_url: lds.to_string(),
+                    ..Default::default()
+                };
+                if tx.send(subscribe).await.is_err() {
+                    return;
+                }
+            }
         } else if response.type_url == eds {
             eds_nonce = response.nonce.clone();
             eds_version = response.version_info.clone();
             eds_seen.extend(names);
+        } else if response.type_url == lds {
+            have_lds = true;
+            if let Some(subscribe) = routes.wants(route_names, rds) {
+                if tx.send(subscribe).await.is_err() {
+                    return;
+                }
+            }
+        } else if response.type_url == rds {
+            routes.answered(&response, names);
         }
-        if !full && have_cds && (!config.eds || eds_names.iter().all(|n| eds_seen.contains(n))) {
+        let listeners_done = !config.lds || (have_lds && routes.complete());
+        if !full
+            && have_cds
+            && listeners_done
+            && (!config.eds || eds_names.iter().all(|n| eds_seen.contains(n)))
+        {
             full = true;
             let _ = events.send(Observation::FullConfig(started.elapsed()));
         }

@@ -31,7 +31,9 @@ async fn nothing_is_published_before_sync_and_bursts_are_debounced() {
             .unwrap()
             .resources(ResourceType::Cluster)
             .by_name
-            .len(),
+            .keys()
+            .filter(|n| n.starts_with("outbound|"))
+            .count(),
         1
     );
 
@@ -46,7 +48,9 @@ async fn nothing_is_published_before_sync_and_bursts_are_debounced() {
             .unwrap()
             .resources(ResourceType::Cluster)
             .by_name
-            .len(),
+            .keys()
+            .filter(|n| n.starts_with("outbound|"))
+            .count(),
         4
     );
     assert_eq!(metrics.builds.get(), 2, "one build for the burst");

@@ -100,6 +100,11 @@ pub struct ProxyIdentity {
     pub service_account: Option<String>,
     /// `OUTBOUND_LISTENER_ADDRESS` metadata (`ip:port`), if set.
     pub outbound_listener_address: Option<String>,
+    /// `INTERCEPTION_MODE` metadata (`REDIRECT` | `NONE`), if set.
+    pub interception_mode: Option<String>,
+    /// Whether the client is a proxyless gRPC client (metadata `GENERATOR: grpc`, or a node
+    /// `user_agent_name` starting with `gRPC`), not an Envoy.
+    pub proxyless: bool,
 }
 
 /// Why a stream was refused at its start (DESIGN.md §1 table).
@@ -232,6 +237,12 @@ pub fn identity_of(node: &Node) -> Result<ProxyIdentity, Rejection> {
         pod_name: string_field(metadata, "POD_NAME"),
         service_account: string_field(metadata, "SERVICE_ACCOUNT"),
         outbound_listener_address: string_field(metadata, "OUTBOUND_LISTENER_ADDRESS"),
+        interception_mode: string_field(metadata, "INTERCEPTION_MODE"),
+        proxyless: string_field(metadata, "GENERATOR").is_some_and(|g| g == "grpc")
+            || node
+                .user_agent_name
+                .get(..4)
+                .is_some_and(|p| p.eq_ignore_ascii_case("grpc")),
     })
 }
 
@@ -343,6 +354,28 @@ mod tests {
         for part in ["n2", "stable", "canary"] {
             assert!(status.message().contains(part), "{}", status.message());
         }
+    }
+
+    #[test]
+    fn proxyless_clients_are_told_apart_from_envoys() {
+        let gate = RevisionGate::new(Revision::default_revision());
+        let envoy = Node {
+            user_agent_name: "envoy".into(),
+            ..node("e", &[("INTERCEPTION_MODE", s("NONE"))])
+        };
+        let id = gate.admit(Some(&envoy)).unwrap();
+        assert!(!id.proxyless);
+        assert_eq!(id.interception_mode.as_deref(), Some("NONE"));
+        let grpc = Node {
+            user_agent_name: "gRPC Python".into(),
+            ..node("g", &[])
+        };
+        assert!(gate.admit(Some(&grpc)).unwrap().proxyless);
+        assert!(
+            gate.admit(Some(&node("m", &[("GENERATOR", s("grpc"))])))
+                .unwrap()
+                .proxyless
+        );
     }
 
     #[test]

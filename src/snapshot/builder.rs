@@ -5,7 +5,9 @@
 //! assignments (the Service, its EndpointSlices and the domain) are hashed and compared with
 //! the last build's. So one endpoint change costs one translation of that service and one
 //! serialization of its assignment, whatever the catalog size and however many streams
-//! receive it.
+//! receive it. Listeners and routes come from the outbound model of the admitted services
+//! ([`Views`]); its variants are kept as long as the model is unchanged, so an endpoint
+//! change encodes no listener or route.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hasher;
@@ -14,8 +16,13 @@ use std::sync::Arc;
 use prometheus_client::metrics::counter::Counter;
 use prost::Message;
 
-use super::{Resource, ResourceType, Snapshot};
+use super::views::Views;
+use super::{Resource, ResourceType, Resources, Snapshot};
 use crate::catalog::{content_hash, hash_of, Catalog, EndpointSlice, Hashed, ObjectKey};
+use crate::mesh::{LbPolicy, MeshConfig};
+use crate::translate::cluster::{blackhole_cluster, passthrough_cluster};
+use crate::translate::outbound::OutboundModel;
+use crate::translate::proxyless::proxyless_cluster;
 use crate::translate::{admitted_services, translate_service};
 
 /// Encoded resources of one service from the last build, with hashes of what shaped them.
@@ -23,6 +30,9 @@ struct Built {
     cluster_inputs: u64,
     endpoint_inputs: u64,
     clusters: Vec<Arc<Resource>>,
+    /// The clusters as proxyless gRPC clients take them, when those differ (a load-balancing
+    /// policy other than round robin).
+    proxyless: Vec<Arc<Resource>>,
     load_assignments: Vec<Arc<Resource>>,
 }
 
@@ -30,6 +40,11 @@ struct Built {
 pub struct SnapshotBuilder {
     by_service: HashMap<ObjectKey, Built>,
     encodes: Counter,
+    /// The listener and route variants of the last build's outbound model.
+    views: Option<Arc<Views>>,
+    /// `PassthroughCluster` and `BlackHoleCluster`, with the mesh config hash they were
+    /// built with.
+    special: Option<(u64, [Arc<Resource>; 2])>,
 }
 
 impl SnapshotBuilder {
@@ -38,6 +53,8 @@ impl SnapshotBuilder {
         SnapshotBuilder {
             by_service: HashMap::new(),
             encodes,
+            views: None,
+            special: None,
         }
     }
 
@@ -47,6 +64,7 @@ impl SnapshotBuilder {
         // Gathered unordered and sorted once at the end: cheaper than inserting one by one.
         let mut clusters = Vec::with_capacity(self.by_service.len());
         let mut load_assignments = Vec::with_capacity(self.by_service.len());
+        let mut proxyless = Vec::new();
         let mut next = HashMap::with_capacity(self.by_service.len());
         // The catalog hashed each object when it arrived; here only those hashes are combined.
         let (mesh_hash, domain_hash) = (
@@ -79,21 +97,35 @@ impl SnapshotBuilder {
                         translate_service(service, slices.iter().map(|s| s.object()), mesh);
                     let (old_clusters, old_assignments) = match previous {
                         Some(b) => (
-                            (b.cluster_inputs == cluster_inputs).then_some(b.clusters),
+                            (b.cluster_inputs == cluster_inputs)
+                                .then_some((b.clusters, b.proxyless)),
                             (b.endpoint_inputs == endpoint_inputs).then_some(b.load_assignments),
                         ),
                         None => (None, None),
                     };
-                    Built {
-                        cluster_inputs,
-                        endpoint_inputs,
-                        clusters: old_clusters.unwrap_or_else(|| {
+                    let (clusters, proxyless) = old_clusters.unwrap_or_else(|| {
+                        let encoded = config
+                            .clusters
+                            .iter()
+                            .map(|c| self.encode(ResourceType::Cluster, &c.name, c))
+                            .collect();
+                        let proxyless = if mesh.lb_policy == LbPolicy::RoundRobin {
+                            Vec::new()
+                        } else {
                             config
                                 .clusters
                                 .iter()
-                                .map(|c| self.encode(ResourceType::Cluster, &c.name, c))
+                                .filter_map(proxyless_cluster)
+                                .map(|c| self.encode(ResourceType::Cluster, &c.name, &c))
                                 .collect()
-                        }),
+                        };
+                        (encoded, proxyless)
+                    });
+                    Built {
+                        cluster_inputs,
+                        endpoint_inputs,
+                        clusters,
+                        proxyless,
                         load_assignments: old_assignments.unwrap_or_else(|| {
                             config
                                 .load_assignments
@@ -105,10 +137,15 @@ impl SnapshotBuilder {
                 }
             };
             clusters.extend(built.clusters.iter().map(by_name));
+            proxyless.extend(built.proxyless.iter().map(by_name));
             load_assignments.extend(built.load_assignments.iter().map(by_name));
             next.insert(service.key.clone(), built);
         }
         self.by_service = next;
+        clusters.extend(self.special_clusters(mesh).iter().map(by_name));
+        let views = self.views(catalog, mesh);
+        let proxyless = (mesh.lb_policy != LbPolicy::RoundRobin)
+            .then(|| Arc::new(Resources::new(BTreeMap::from_iter(proxyless))));
         Snapshot::from_resources(
             serial,
             mesh.clone(),
@@ -120,6 +157,41 @@ impl SnapshotBuilder {
                 ),
             ],
         )
+        .with_views(views, proxyless)
+    }
+
+    /// The views of the admitted services' outbound model: the last build's when the model
+    /// is unchanged (its variants are reused as they are).
+    fn views(&mut self, catalog: &Catalog, mesh: &MeshConfig) -> Arc<Views> {
+        let model =
+            OutboundModel::new(admitted_services(catalog).map(|s| s.object()), &mesh.domain);
+        if let Some(views) = &self.views {
+            if views.model().content_hash() == model.content_hash() {
+                return views.clone();
+            }
+        }
+        let views = Arc::new(Views::new(Arc::new(model), self.encodes.clone()));
+        self.views = Some(views.clone());
+        views
+    }
+
+    /// `PassthroughCluster` and `BlackHoleCluster` for every sidecar (REDIRECT mode sends
+    /// unknown destinations there), encoded again only when the mesh config changes.
+    fn special_clusters(&mut self, mesh: &MeshConfig) -> [Arc<Resource>; 2] {
+        let hash = content_hash(&mesh.translation_inputs());
+        if let Some((built, special)) = &self.special {
+            if *built == hash {
+                return special.clone();
+            }
+        }
+        let passthrough = passthrough_cluster(mesh);
+        let blackhole = blackhole_cluster();
+        let special = [
+            self.encode(ResourceType::Cluster, &passthrough.name, &passthrough),
+            self.encode(ResourceType::Cluster, &blackhole.name, &blackhole),
+        ];
+        self.special = Some((hash, special.clone()));
+        special
     }
 
     fn encode(&self, kind: ResourceType, name: &str, message: &impl Message) -> Arc<Resource> {
@@ -161,9 +233,12 @@ mod tests {
         let mut builder = SnapshotBuilder::new(encodes.clone());
         let mut c = catalog(100);
         let first = builder.build(1, &c);
-        assert_eq!(encodes.get(), 200, "100 clusters + 100 assignments");
+        // 100 clusters + 100 assignments, PassthroughCluster and BlackHoleCluster, the
+        // default listeners (virtualOutbound, 0.0.0.0_80) and routes ("80", and one per
+        // service for proxyless clients).
+        assert_eq!(encodes.get(), 200 + 2 + 2 + 101);
         let same = builder.build(2, &c);
-        assert_eq!(encodes.get(), 200, "nothing changed: nothing encoded");
+        assert_eq!(encodes.get(), 305, "nothing changed: nothing encoded");
         assert_eq!(
             first.resources(ResourceType::Endpoint),
             same.resources(ResourceType::Endpoint)
@@ -179,7 +254,7 @@ mod tests {
         let changed = builder.build(3, &c);
         assert_eq!(
             encodes.get(),
-            201,
+            306,
             "one assignment changed: it alone is encoded, once"
         );
         let name = "outbound|80||s8.shop.svc.cluster.local";
@@ -205,6 +280,7 @@ mod tests {
             .by_name
             .keys()
             .map(|k| &**k)
+            .filter(|n| n.starts_with("outbound|"))
             .collect();
         let expected: Vec<&str> = full.clusters.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, expected);

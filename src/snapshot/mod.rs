@@ -12,6 +12,7 @@ pub mod builder;
 mod cache;
 pub mod diffs;
 pub mod selections;
+pub mod views;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -181,6 +182,11 @@ pub struct Snapshot {
     pub mesh: MeshConfig,
     types: [Arc<Resources>; 4],
     bodies: bodies::ResponseBodies,
+    /// Listener and route variants per kind of proxy (shared with the previous snapshot
+    /// while the outbound model is unchanged); `None`: the types above serve everyone.
+    views: Option<Arc<views::Views>>,
+    /// Clusters as a proxyless gRPC client takes them, when they differ from the above.
+    proxyless_clusters: Option<Arc<Resources>>,
 }
 
 impl Snapshot {
@@ -193,6 +199,44 @@ impl Snapshot {
     /// (without the rest of the snapshot), never as a copy.
     pub fn shared_resources(&self, kind: ResourceType) -> &Arc<Resources> {
         &self.types[kind.index()]
+    }
+
+    /// The resources of `kind` a proxy with `view` is served: its variant of listeners and
+    /// routes, the proxyless clusters for a proxyless client, else the shared set.
+    pub fn resources_for(&self, kind: ResourceType, view: &views::View) -> Arc<Resources> {
+        if kind == ResourceType::Cluster && view.proxyless {
+            if let Some(clusters) = &self.proxyless_clusters {
+                return clusters.clone();
+            }
+        }
+        self.views
+            .as_ref()
+            .and_then(|v| v.resources(kind, view, &self.mesh))
+            .unwrap_or_else(|| self.types[kind.index()].clone())
+    }
+
+    /// The listener and route variants, when the snapshot has an outbound model.
+    pub fn views(&self) -> Option<&Arc<views::Views>> {
+        self.views.as_ref()
+    }
+
+    /// Adds the per-proxy variants (the builder's last step): `views` serves listeners and
+    /// routes, whose default variants become the snapshot's own, and `proxyless_clusters`,
+    /// if any, the clusters of proxyless clients.
+    pub fn with_views(
+        mut self,
+        views: Arc<views::Views>,
+        proxyless_clusters: Option<Arc<Resources>>,
+    ) -> Snapshot {
+        let default = views::View::default();
+        for kind in [ResourceType::Listener, ResourceType::Route] {
+            if let Some(r) = views.resources(kind, &default, &self.mesh) {
+                self.types[kind.index()] = r;
+            }
+        }
+        self.views = Some(views);
+        self.proxyless_clusters = proxyless_clusters;
+        self
     }
 }
 
@@ -269,6 +313,8 @@ impl Snapshot {
             mesh,
             types,
             bodies: Default::default(),
+            views: None,
+            proxyless_clusters: None,
         }
     }
 

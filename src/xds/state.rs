@@ -12,6 +12,7 @@ use std::time::{Instant, SystemTime};
 
 pub use names::Names;
 
+use crate::snapshot::views::View;
 use crate::snapshot::{Resource, ResourceType, Resources, Snapshot};
 
 /// A NACK: the client rejected a response.
@@ -117,9 +118,24 @@ pub struct StreamState {
     /// Clusters gone from the snapshot that the client keeps because a listener or route it
     /// holds still sends traffic to them (make-before-break; usually empty).
     retained: Vec<Arc<Resource>>,
+    /// How this proxy sees the config (its listener and route variants).
+    view: View,
 }
 
 impl StreamState {
+    /// The state of a new stream of a proxy with `view`.
+    pub fn new(view: View) -> Self {
+        StreamState {
+            view,
+            ..Default::default()
+        }
+    }
+
+    /// How this proxy sees the config.
+    pub fn view(&self) -> &View {
+        &self.view
+    }
+
     /// State of one type.
     pub fn get(&self, kind: ResourceType) -> &TypeState {
         &self.types[kind as usize]
@@ -213,7 +229,7 @@ impl StreamState {
         // Only a client already holding assignments needs any of them again after CDS.
         let rewarm_eds = kind == ResourceType::Cluster
             && self.types[ResourceType::Endpoint as usize].held.is_some();
-        let resources = snapshot.shared_resources(kind).clone();
+        let resources = snapshot.resources_for(kind, &self.view);
         let retained = match kind {
             ResourceType::Cluster => order::retained(&self.types, &self.retained, &resources),
             _ => Vec::new(),

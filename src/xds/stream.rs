@@ -15,6 +15,7 @@ use super::proxies::ProxyEntry;
 use super::state::{RequestView, Response, StreamState, Verdict};
 use super::wire::response_head;
 use super::XdsContext;
+use crate::snapshot::views::View;
 use crate::snapshot::{ResourceType, Snapshot};
 
 /// Why a stream ends.
@@ -155,7 +156,7 @@ where
     };
     let stream = AdsStream {
         ctx: ctx.clone(),
-        state: StreamState::default(),
+        state: StreamState::new(View::of(&identity)),
         snapshot,
         out,
         entry,
@@ -251,7 +252,8 @@ impl AdsStream {
             error: request.error_detail.as_ref().map(|e| e.message.as_str()),
         };
         let (verdict, consider) = self.state.on_request(kind, &view);
-        if matches!(verdict, Verdict::Ack { .. } | Verdict::Nack(_)) {
+        let answered = matches!(verdict, Verdict::Ack { .. } | Verdict::Nack(_));
+        if answered {
             self.unanswered[kind as usize] = false;
             if !self.unanswered.contains(&true) {
                 self.push = None;
@@ -277,13 +279,18 @@ impl AdsStream {
             _ => {}
         }
         self.entry.update(kind, &self.state);
-        if consider {
-            for response in self
-                .state
+        let responses = if consider {
+            self.state
                 .responses_after_request(kind, &self.snapshot, true)
-            {
-                self.send(response).await?;
-            }
+        } else if answered {
+            // An answer can release what waited for it (listeners and routes behind clusters,
+            // clusters kept for routes).
+            self.state.responses_for(&self.snapshot)
+        } else {
+            Vec::new()
+        };
+        for response in responses {
+            self.send(response).await?;
         }
         Ok(())
     }

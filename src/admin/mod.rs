@@ -2,6 +2,10 @@
 //!
 //! Read-only views of state owned elsewhere; it never changes what proxies are served.
 
+mod config;
+
+pub use config::snapshot_json;
+
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -9,19 +13,14 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
-use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use prometheus_client::registry::Registry;
-use prost::Message;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::SnapshotReceiver;
 use crate::revision::Revision;
-use crate::snapshot::{ResourceType, Snapshot};
 use crate::source::SourceStatus;
-use crate::translate::endpoint::socket_addresses;
 use crate::xds::proxies::ProxyRegistry;
 
 /// What the admin server reads.
@@ -107,69 +106,4 @@ async fn config(State(state): State<AdminState>) -> Json<Value> {
         "source_errors": state.sources.errors(),
         "snapshot": snapshot.as_deref().map(snapshot_json),
     }))
-}
-
-/// The snapshot as JSON: per type, its version and each resource's name, version and a summary.
-pub fn snapshot_json(snapshot: &Snapshot) -> Value {
-    let mut types = serde_json::Map::new();
-    for kind in ResourceType::ALL {
-        let resources = snapshot.resources(kind);
-        let items: Vec<Value> = resources
-            .by_name
-            .values()
-            .map(|r| {
-                let mut item =
-                    json!({ "name": &*r.name, "version": r.version, "bytes": r.body().len() });
-                describe(kind, r.body(), &mut item);
-                item
-            })
-            .collect();
-        types.insert(
-            kind.short().to_string(),
-            json!({ "version": resources.version, "resources": items }),
-        );
-    }
-    let mesh = &snapshot.mesh;
-    let selectors: Vec<String> = mesh
-        .discovery_selectors
-        .iter()
-        .map(|s| format!("{s:?}"))
-        .collect();
-    json!({
-        "serial": snapshot.serial,
-        "mesh": {
-            "domain": mesh.domain,
-            "connect_timeout": humantime::format_duration(mesh.connect_timeout).to_string(),
-            "lb_policy": format!("{:?}", mesh.lb_policy),
-            "discovery_selectors": selectors,
-        },
-        "types": types,
-    })
-}
-
-fn describe(kind: ResourceType, body: &[u8], item: &mut Value) {
-    match kind {
-        ResourceType::Cluster => {
-            if let Ok(c) = Cluster::decode(body) {
-                let discovery = match c.cluster_discovery_type {
-                    Some(cluster::ClusterDiscoveryType::Type(t)) => {
-                        cluster::DiscoveryType::try_from(t)
-                            .map(|t| t.as_str_name())
-                            .unwrap_or("UNKNOWN")
-                    }
-                    _ => "CUSTOM",
-                };
-                let lb =
-                    cluster::LbPolicy::try_from(c.lb_policy).map_or("UNKNOWN", |l| l.as_str_name());
-                item["type"] = json!(discovery);
-                item["lb_policy"] = json!(lb);
-            }
-        }
-        ResourceType::Endpoint => {
-            if let Ok(la) = ClusterLoadAssignment::decode(body) {
-                item["endpoints"] = json!(socket_addresses(&la));
-            }
-        }
-        ResourceType::Listener | ResourceType::Route => {}
-    }
 }

@@ -1,0 +1,235 @@
+//! What each kind of proxy is served of a snapshot's listeners and routes (DESIGN.md §4).
+//!
+//! Clusters and assignments are the same for every Envoy; listeners and routes are not: a
+//! sidecar's listeners depend on its interception mode and listener address, its routes on its
+//! namespace (short names), and a proxyless gRPC client asks for API listeners by name. Each
+//! distinct [`View`] key gets its own set of resources, translated from the snapshot's
+//! [`OutboundModel`] and encoded **once** — by the first stream that needs it — then shared by
+//! every stream with the same key. A [`Views`] lives as long as the model is unchanged, so an
+//! endpoint change (a new snapshot, the same model) encodes no listener or route again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use prometheus_client::metrics::counter::Counter;
+use prost::Message;
+
+use super::{Resource, ResourceType, Resources};
+use crate::mesh::MeshConfig;
+use crate::revision::ProxyIdentity;
+use crate::translate::listener::{listener_clusters, sidecar_listeners, Interception};
+use crate::translate::outbound::{Conflict, OutboundModel};
+use crate::translate::proxyless::{proxyless_listeners, proxyless_routes};
+use crate::translate::route::{route_clusters, sidecar_routes};
+
+/// Distinct variants kept per model; beyond this a variant is built for its stream alone
+/// (bounded memory whatever the clients' metadata says).
+const MAX_VARIANTS: usize = 1024;
+
+/// How one proxy sees the config, from its node (fixed for the stream's life).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct View {
+    /// A proxyless gRPC client rather than an Envoy.
+    pub proxyless: bool,
+    /// The proxy's namespace (`NAMESPACE`): short names route only within it.
+    pub namespace: Option<Arc<str>>,
+    /// `INTERCEPTION_MODE`, when the proxy names one (else the mesh config's).
+    pub interception: Option<Arc<str>>,
+    /// `OUTBOUND_LISTENER_ADDRESS` as given.
+    pub listener_address: Option<Arc<str>>,
+}
+
+impl View {
+    /// The view of an admitted proxy.
+    pub fn of(identity: &ProxyIdentity) -> View {
+        View {
+            proxyless: identity.proxyless,
+            namespace: identity.namespace.as_deref().map(Arc::from),
+            interception: identity.interception_mode.as_deref().map(Arc::from),
+            listener_address: identity.outbound_listener_address.as_deref().map(Arc::from),
+        }
+    }
+
+    /// How the sidecar's listeners bind, resolved with the mesh default; an address that
+    /// does not parse is ignored (the default applies).
+    fn interception(&self, mesh: &MeshConfig) -> Interception {
+        Interception::resolve(
+            self.interception.as_deref(),
+            self.listener_address.as_deref(),
+            mesh.interception,
+        )
+    }
+
+    fn key(&self, kind: ResourceType, mesh: &MeshConfig) -> Option<Key> {
+        match kind {
+            ResourceType::Listener if self.proxyless => {
+                Some(Key::ProxylessListeners(self.namespace.clone()))
+            }
+            ResourceType::Listener => Some(Key::Sidecar(self.interception(mesh))),
+            ResourceType::Route => Some(Key::Routes(self.namespace.clone())),
+            ResourceType::Cluster | ResourceType::Endpoint => None,
+        }
+    }
+}
+
+/// One variant's identity.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    Sidecar(Interception),
+    ProxylessListeners(Option<Arc<str>>),
+    Routes(Option<Arc<str>>),
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ns = |n: &Option<Arc<str>>| n.as_deref().unwrap_or("-").to_string();
+        match self {
+            Key::Sidecar(Interception::Redirect { virtual_outbound }) => {
+                write!(f, "listeners REDIRECT {virtual_outbound}")
+            }
+            Key::Sidecar(Interception::None { bind }) => write!(f, "listeners NONE {bind}"),
+            Key::ProxylessListeners(n) => write!(f, "listeners proxyless namespace {}", ns(n)),
+            Key::Routes(n) => write!(f, "routes namespace {}", ns(n)),
+        }
+    }
+}
+
+/// A variant: its resources and what was left out of them.
+#[derive(Debug)]
+struct Variant {
+    resources: Arc<Resources>,
+    conflicts: Vec<Conflict>,
+}
+
+/// The listener and route variants of one outbound model.
+#[derive(Debug)]
+pub struct Views {
+    model: Arc<OutboundModel>,
+    encodes: Counter,
+    memo: Mutex<HashMap<Key, Arc<OnceLock<Arc<Variant>>>>>,
+}
+
+/// One variant as `/debug/config` shows it.
+#[derive(Debug)]
+pub struct VariantStatus {
+    /// Which proxies it is for.
+    pub key: String,
+    /// Its resources.
+    pub resources: Arc<Resources>,
+    /// What was left out, and why.
+    pub conflicts: Vec<Conflict>,
+}
+
+impl Views {
+    /// The views of `model`, counting encodes in `encodes`.
+    pub fn new(model: Arc<OutboundModel>, encodes: Counter) -> Views {
+        Views {
+            model,
+            encodes,
+            memo: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The model the views are built from.
+    pub fn model(&self) -> &OutboundModel {
+        &self.model
+    }
+
+    /// The resources of `kind` a proxy with `view` is served (`None` for CDS and EDS, which
+    /// are the same for every Envoy).
+    pub fn resources(
+        &self,
+        kind: ResourceType,
+        view: &View,
+        mesh: &MeshConfig,
+    ) -> Option<Arc<Resources>> {
+        let key = view.key(kind, mesh)?;
+        Some(self.variant(key).resources.clone())
+    }
+
+    fn variant(&self, key: Key) -> Arc<Variant> {
+        let cell = {
+            let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+            match memo.get(&key) {
+                Some(cell) => Some(cell.clone()),
+                None if memo.len() < MAX_VARIANTS => {
+                    let cell = Arc::new(OnceLock::new());
+                    memo.insert(key.clone(), cell.clone());
+                    Some(cell)
+                }
+                None => None,
+            }
+        };
+        // Built outside the lock: other keys are not held up; streams of the same key wait
+        // for the first one's build.
+        match cell {
+            Some(cell) => cell.get_or_init(|| Arc::new(self.build(&key))).clone(),
+            None => Arc::new(self.build(&key)),
+        }
+    }
+
+    fn build(&self, key: &Key) -> Variant {
+        let model = &self.model;
+        let (by_name, conflicts) = match key {
+            Key::Sidecar(interception) => {
+                let (listeners, conflicts) = sidecar_listeners(model, interception);
+                let encoded = listeners
+                    .iter()
+                    .map(|l| self.encode(ResourceType::Listener, &l.name, l, listener_clusters(l)));
+                (encoded.collect(), conflicts)
+            }
+            Key::ProxylessListeners(namespace) => {
+                let listeners = proxyless_listeners(model, namespace.as_deref());
+                let encoded = listeners
+                    .iter()
+                    .map(|l| self.encode(ResourceType::Listener, &l.name, l, listener_clusters(l)));
+                (encoded.collect(), Vec::new())
+            }
+            Key::Routes(namespace) => {
+                let (mut routes, conflicts) = sidecar_routes(model, namespace.as_deref());
+                routes.extend(proxyless_routes(model));
+                let encoded = routes
+                    .iter()
+                    .map(|r| self.encode(ResourceType::Route, &r.name, r, route_clusters(r)));
+                (encoded.collect(), conflicts)
+            }
+        };
+        for c in &conflicts {
+            tracing::warn!(variant = %key, listener = %c.listener, kept = %c.kept, dropped = %c.dropped, "left out of the config: {}", c.reason);
+        }
+        Variant {
+            resources: Arc::new(Resources::new(by_name)),
+            conflicts,
+        }
+    }
+
+    fn encode(
+        &self,
+        kind: ResourceType,
+        name: &str,
+        message: &impl Message,
+        clusters: Vec<String>,
+    ) -> (Arc<str>, Arc<Resource>) {
+        self.encodes.inc();
+        let r = Arc::new(Resource::encode(kind, name, message).with_refs(clusters));
+        (r.name.clone(), r)
+    }
+
+    /// Every variant built so far, ordered by key.
+    pub fn status(&self) -> Vec<VariantStatus> {
+        let memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<VariantStatus> = memo
+            .iter()
+            .filter_map(|(key, cell)| {
+                let v = cell.get()?;
+                Some(VariantStatus {
+                    key: key.to_string(),
+                    resources: v.resources.clone(),
+                    conflicts: v.conflicts.clone(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+}
