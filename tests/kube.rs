@@ -36,7 +36,7 @@ async fn endpoints_in(envoy: &Envoy, ns: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Names of the clusters in a revplane's current snapshot.
+/// Names of the service clusters (`outbound|...`) in a revplane's current snapshot.
 async fn served_clusters(server: &Revplane) -> Vec<String> {
     let config: serde_json::Value =
         serde_json::from_str(&admin_get(server.admin, "/debug/config").await.1).unwrap();
@@ -45,6 +45,7 @@ async fn served_clusters(server: &Revplane) -> Vec<String> {
         .map(|a| {
             a.iter()
                 .map(|r| r["name"].as_str().unwrap().to_string())
+                .filter(|n| n.starts_with("outbound|"))
                 .collect()
         })
         .unwrap_or_default()
