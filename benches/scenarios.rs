@@ -176,6 +176,13 @@ fn load(server: &Server, proxies: usize, secs: u64) -> Child {
             "--duration",
             &format!("{secs}s"),
         ])
+        // The types the simulated proxies subscribe to (default: all four, as Envoy).
+        .args(
+            std::env::var("REVPLANE_BENCH_TYPES")
+                .ok()
+                .map(|t| vec!["--types".to_string(), t])
+                .unwrap_or_default(),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
