@@ -1,8 +1,10 @@
 //! The one place that wires sources, the publisher, the xDS and admin servers, readiness and
 //! shutdown.
 //!
-//! Readiness: `/ready` turns true when the first snapshot is published, which the publisher
-//! does only after every source reported its initial sync. Shutdown: one
+//! Readiness: each source registers a [`ReadyGuard`](crate::readiness::ReadyGuard) per watch
+//! or directory before it is spawned and drops it after its first result; the publisher
+//! publishes its first snapshot once none is left, and `/ready` turns true then (until then
+//! it names what it waits for). Shutdown: one
 //! `CancellationToken`; streams close with `UNAVAILABLE`; the process waits at most the grace
 //! period for tasks to finish.
 
@@ -22,9 +24,10 @@ use crate::cli::{ServeArgs, SourceSpec};
 use crate::inject::tls::{CertFiles, ReloadingCert};
 use crate::inject::{self, InjectMetrics, Injector};
 use crate::pipeline::{Debounce, Publisher, PublisherMetrics, SnapshotReceiver};
+use crate::readiness::Readiness;
 use crate::revision::RevisionGate;
 use crate::source::dir::{self, DirMetrics};
-use crate::source::kube::{KubeMetrics, KubeSource, WATCHES as KUBE_WATCHES};
+use crate::source::kube::{KubeMetrics, KubeSource};
 use crate::source::SourceStatus;
 use crate::xds::admission::AdmissionLimits;
 use crate::xds::metrics::XdsMetrics;
@@ -131,7 +134,7 @@ pub async fn start_on(
         push_concurrency = args.push_concurrency,
         "starting revplane"
     );
-    let (kube_client, source_count): (Option<kube::Client>, usize) = match &args.source {
+    let kube_client: Option<kube::Client> = match &args.source {
         SourceSpec::Dir(dir) => {
             if !dir.is_dir() {
                 anyhow::bail!(
@@ -140,13 +143,13 @@ pub async fn start_on(
                     dir.display()
                 );
             }
-            (None, 1)
+            None
         }
         SourceSpec::Kube => {
             let client = kube::Client::try_default().await.context(
                 "cannot configure a Kubernetes client for --source=kube: run in a cluster or set KUBECONFIG",
             )?;
-            (Some(client), KUBE_WATCHES)
+            Some(client)
         }
     };
 
@@ -177,7 +180,12 @@ pub async fn start_on(
         quiet: args.debounce_after,
         max: args.debounce_max,
     };
-    let (publisher, snapshots) = Publisher::new(debounce, source_count, publisher_metrics.clone());
+    let readiness = Readiness::new();
+    // Held until every source is spawned (and has registered its own guards): the publisher
+    // must not find the set empty only because no source has started yet.
+    let starting = readiness.block("startup");
+    let (publisher, snapshots) =
+        Publisher::new(debounce, readiness.clone(), publisher_metrics.clone());
     let injector_views = publisher.injector_views();
     tasks.spawn(
         publisher
@@ -214,6 +222,7 @@ pub async fn start_on(
                     sources.clone(),
                     dir_metrics,
                     shutdown.clone(),
+                    readiness.block("dir"),
                 )
                 .instrument(tracing::info_span!("source", dir = %dir.display())),
             );
@@ -226,11 +235,19 @@ pub async fn start_on(
             };
             tasks.spawn(
                 source
-                    .run(events_tx, sources.clone(), kube_metrics, shutdown.clone())
+                    .run(
+                        events_tx,
+                        sources.clone(),
+                        kube_metrics,
+                        &readiness,
+                        shutdown.clone(),
+                    )
                     .instrument(tracing::info_span!("source", kind = "kube")),
             );
         }
     }
+
+    starting.done();
 
     let ctx = Arc::new(XdsContext::with_admission(
         RevisionGate::new(args.revision.clone()),
@@ -254,6 +271,7 @@ pub async fn start_on(
         snapshots: snapshots.clone(),
         proxies: ctx.proxies.clone(),
         sources,
+        readiness,
     };
     let stream_tasks = ctx.tasks.clone();
     let xds_shutdown = shutdown.clone();

@@ -198,8 +198,6 @@ pub enum CatalogEvent {
     Reset(Vec<Object>),
     /// Replace every object of one kind with these, atomically (a watch re-list).
     Replace(ObjectKind, Vec<Object>),
-    /// The source has delivered its initial state.
-    Synced,
 }
 
 /// The index.
@@ -221,7 +219,6 @@ impl Catalog {
             CatalogEvent::Delete(object) => self.delete(&object),
             CatalogEvent::Reset(objects) => self.reset(objects),
             CatalogEvent::Replace(kind, objects) => self.replace_kind(kind, objects),
-            CatalogEvent::Synced => false,
         }
     }
 

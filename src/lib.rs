@@ -22,6 +22,7 @@ pub mod inject;
 pub mod load;
 pub mod mesh;
 pub mod pipeline;
+pub mod readiness;
 pub mod revision;
 pub mod snapshot;
 pub mod source;

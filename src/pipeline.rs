@@ -3,9 +3,13 @@
 //! injection webhook reads (the mesh config and namespace labels, published at once, not
 //! debounced: a pod created right after its namespace was labelled must see the label).
 //!
-//! Nothing is published before every source reported its initial sync, so streams never see
-//! an empty snapshot that only means "not read yet". Debounce: a build starts once events have
-//! been quiet for `quiet`, or `max` after the first unbuilt change, whichever is first.
+//! Nothing is published before every source reported its initial sync (every
+//! [`ReadyGuard`](crate::readiness::ReadyGuard) of the [`Readiness`] dropped), so streams
+//! never see an empty snapshot that only means "not read yet". Debounce: a build starts once
+//! events have been quiet for `quiet`, or `max` after the first unbuilt change, whichever is
+//! first. A build (tens of milliseconds at 10,000 services) runs on tokio's blocking pool, not
+//! on a runtime worker that streams and the admin server share; events wait in the channel
+//! meanwhile.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
@@ -22,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Catalog, CatalogEvent, Object, ObjectKind, ObjectRef};
 use crate::mesh::MeshConfig;
+use crate::readiness::Readiness;
 use crate::snapshot::builder::SnapshotBuilder;
 use crate::snapshot::{ResourceType, Snapshot};
 
@@ -59,7 +64,6 @@ fn touches_injector(event: &CatalogEvent) -> bool {
         CatalogEvent::Delete(object) => matches!(object, ObjectRef::Namespace(_) | ObjectRef::Mesh),
         CatalogEvent::Replace(kind, _) => matches!(kind, ObjectKind::Namespace | ObjectKind::Mesh),
         CatalogEvent::Reset(_) => true,
-        CatalogEvent::Synced => false,
     }
 }
 
@@ -138,7 +142,7 @@ pub struct Publisher {
     catalog: Catalog,
     builder: SnapshotBuilder,
     debounce: Debounce,
-    sources_pending: usize,
+    readiness: Readiness,
     tx: watch::Sender<Option<Arc<Snapshot>>>,
     views: watch::Sender<Option<Arc<InjectorView>>>,
     metrics: PublisherMetrics,
@@ -146,10 +150,11 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// A publisher waiting for `sources` initial syncs; returns it with the snapshot receiver.
+    /// A publisher that publishes nothing while `readiness` has a task pending; returns it with
+    /// the snapshot receiver.
     pub fn new(
         debounce: Debounce,
-        sources: usize,
+        readiness: Readiness,
         metrics: PublisherMetrics,
     ) -> (Publisher, SnapshotReceiver) {
         let (tx, rx) = watch::channel(None);
@@ -157,7 +162,7 @@ impl Publisher {
             catalog: Catalog::default(),
             builder: SnapshotBuilder::new(metrics.encodes.clone()),
             debounce,
-            sources_pending: sources,
+            readiness,
             tx,
             views: watch::channel(None).0,
             metrics,
@@ -195,14 +200,26 @@ impl Publisher {
     ) {
         // (first unbuilt change, last change)
         let mut pending: Option<(Instant, Instant)> = None;
+        let mut synced = false;
         loop {
             let deadline = pending
                 .map(|(first, last)| (last + self.debounce.quiet).min(first + self.debounce.max));
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = sleep_until(deadline), if self.sources_pending == 0 => {
+                _ = self.readiness.wait(), if !synced => {
+                    // Each source dropped its guard after queueing what it read: take all of it.
+                    while let Ok(event) = events.try_recv() {
+                        self.catalog.handle(event);
+                    }
+                    synced = true;
+                    tracing::info!(services = self.catalog.service_count(), "all sources synced");
                     pending = None;
-                    self.publish();
+                    self.publish().await;
+                    self.publish_view();
+                }
+                _ = sleep_until(deadline), if synced => {
+                    pending = None;
+                    self.publish().await;
                 }
                 event = events.recv() => {
                     let Some(event) = event else {
@@ -212,35 +229,41 @@ impl Publisher {
                         shutdown.cancelled().await;
                         return;
                     };
-                    if event == CatalogEvent::Synced {
-                        self.sources_pending = self.sources_pending.saturating_sub(1);
-                        if self.sources_pending == 0 {
-                            tracing::info!(services = self.catalog.service_count(), "all sources synced");
-                            pending = None;
-                            self.publish();
-                            self.publish_view();
-                        }
-                    } else if touches_injector(&event) {
-                        if self.catalog.handle(event) {
-                            let now = Instant::now();
-                            pending = Some(pending.map_or((now, now), |(first, _)| (first, now)));
-                            if self.sources_pending == 0 {
-                                self.publish_view();
-                            }
-                        }
-                    } else if self.catalog.handle(event) {
+                    let view = touches_injector(&event);
+                    if self.catalog.handle(event) {
                         let now = Instant::now();
                         pending = Some(pending.map_or((now, now), |(first, _)| (first, now)));
+                        if view && synced {
+                            self.publish_view();
+                        }
                     }
                 }
             }
         }
     }
 
-    fn publish(&mut self) {
+    /// Builds on the blocking pool (the catalog and builder travel there and back) and
+    /// publishes the snapshot if it differs from the current one.
+    async fn publish(&mut self) {
         let started = std::time::Instant::now();
         let previous = self.tx.borrow().clone();
-        let snapshot = self.builder.build(self.serial + 1, &self.catalog);
+        let catalog = std::mem::take(&mut self.catalog);
+        let fresh = SnapshotBuilder::new(self.metrics.encodes.clone());
+        let mut builder = std::mem::replace(&mut self.builder, fresh);
+        let serial = self.serial + 1;
+        let built = tokio::task::spawn_blocking(move || {
+            let snapshot = builder.build(serial, &catalog);
+            (catalog, builder, snapshot)
+        })
+        .await;
+        let (catalog, builder, snapshot) = match built {
+            Ok(built) => built,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Only a runtime shutting down cancels a blocking task: nothing left to publish.
+            Err(_) => return,
+        };
+        self.catalog = catalog;
+        self.builder = builder;
         // The mesh config also shapes what is not in the default views (a proxy's default
         // interception mode, what the injector reads): a change of it alone is published.
         let unchanged = previous.as_ref().is_some_and(|p| {

@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::SnapshotReceiver;
+use crate::readiness::Readiness;
 use crate::revision::Revision;
 use crate::source::SourceStatus;
 use crate::xds::proxies::ProxyRegistry;
@@ -36,6 +37,8 @@ pub struct AdminState {
     pub proxies: ProxyRegistry,
     /// Problems with source input.
     pub sources: SourceStatus,
+    /// What the first snapshot still waits for (named by `/ready`).
+    pub readiness: Readiness,
 }
 
 /// The admin routes.
@@ -62,14 +65,18 @@ pub async fn serve(
 
 async fn ready(State(state): State<AdminState>) -> Response {
     if state.snapshots.borrow().is_some() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: waiting for the initial sync of every source\n",
-        )
-            .into_response()
+        return (StatusCode::OK, "ready\n").into_response();
     }
+    let pending = state.readiness.pending();
+    let message = if pending.is_empty() {
+        "not ready: building the first snapshot\n".to_string()
+    } else {
+        format!(
+            "not ready: waiting for the initial sync of {} (the log and /debug/config say why)\n",
+            pending.join(", ")
+        )
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, message).into_response()
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{convert, SourceError, SourceStatus};
 use crate::catalog::{CatalogEvent, Object, ObjectRef};
+use crate::readiness::ReadyGuard;
 use crate::revision::Revision;
 
 /// Namespace given to namespaced objects whose manifest names none (as `kubectl` does).
@@ -208,7 +209,8 @@ impl DirSource {
     }
 }
 
-/// Runs the source until `shutdown`: an initial scan, then a scan after every change.
+/// Runs the source until `shutdown`: an initial scan, then a scan after every change. `ready`
+/// is dropped once the first complete scan is queued.
 pub async fn run(
     root: PathBuf,
     revision: Revision,
@@ -216,7 +218,9 @@ pub async fn run(
     status: SourceStatus,
     metrics: DirMetrics,
     shutdown: CancellationToken,
+    ready: ReadyGuard,
 ) {
+    let mut ready = Some(ready);
     let (wake_tx, mut wake) = mpsc::channel::<()>(1);
     // Held here so the channel stays open even when the watcher (and its sender) is gone.
     let _wake_tx = wake_tx.clone();
@@ -268,8 +272,9 @@ pub async fn run(
             {
                 return;
             }
-            if first && events.send(CatalogEvent::Synced).await.is_err() {
-                return;
+            if first {
+                // Queued above: the publisher finds it when it sees the guard gone.
+                drop(ready.take());
             }
         }
         let rescan = async {
