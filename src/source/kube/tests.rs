@@ -95,6 +95,14 @@ fn start(script: &Script) -> (mpsc::Receiver<CatalogEvent>, SourceStatus, Readin
     (rx, status, readiness)
 }
 
+/// The next catalog event, within a minute of (paused) time.
+async fn next(events: &mut mpsc::Receiver<CatalogEvent>) -> CatalogEvent {
+    tokio::time::timeout(Duration::from_secs(60), events.recv())
+        .await
+        .expect("a catalog event within a minute")
+        .expect("the watch is running")
+}
+
 fn names(event: &CatalogEvent) -> Vec<String> {
     match event {
         CatalogEvent::Replace(_, objects) => objects
@@ -126,7 +134,7 @@ async fn after_an_outage_a_410_relists_at_once_and_recovery_waits_for_the_list()
         .unbounded_send(Ok(Event::InitApply(svc("a"))))
         .unwrap();
     first.unbounded_send(Ok(Event::InitDone)).unwrap();
-    assert_eq!(names(&events.recv().await.unwrap()), ["a"]);
+    assert_eq!(names(&next(&mut events).await), ["a"]);
     tokio::time::sleep(Duration::from_millis(1)).await;
     assert!(readiness.is_ready(), "the guard goes with the first list");
 
@@ -158,7 +166,7 @@ async fn after_an_outage_a_410_relists_at_once_and_recovery_waits_for_the_list()
         .unbounded_send(Ok(Event::InitApply(svc("b"))))
         .unwrap();
     second.unbounded_send(Ok(Event::InitDone)).unwrap();
-    assert_eq!(names(&events.recv().await.unwrap()), ["a", "b"]);
+    assert_eq!(names(&next(&mut events).await), ["a", "b"]);
     let took = back.elapsed();
     assert!(
         took < Duration::from_millis(100),
@@ -174,18 +182,18 @@ async fn a_410_right_after_another_waits_instead_of_listing_in_a_loop() {
     let (mut events, _status, _readiness) = start(&script);
     first.unbounded_send(Ok(Event::Init)).unwrap();
     first.unbounded_send(Ok(Event::InitDone)).unwrap();
-    events.recv().await.unwrap();
+    next(&mut events).await;
     let second = script.next_stream();
     first.unbounded_send(Err(gone())).unwrap();
     second.unbounded_send(Ok(Event::Init)).unwrap();
     second.unbounded_send(Ok(Event::InitDone)).unwrap();
-    events.recv().await.unwrap();
+    next(&mut events).await;
     let third = script.next_stream();
     let again = Instant::now();
     second.unbounded_send(Err(gone())).unwrap();
     third.unbounded_send(Ok(Event::Init)).unwrap();
     third.unbounded_send(Ok(Event::InitDone)).unwrap();
-    events.recv().await.unwrap();
+    next(&mut events).await;
     assert!(
         again.elapsed() >= Duration::from_millis(500),
         "the second 410 within a minute waits: {:?}",
@@ -259,7 +267,7 @@ async fn a_list_that_keeps_failing_is_reported_steadily_and_never_called_recover
     feed.unbounded_send(Ok(Event::Init)).unwrap();
     feed.unbounded_send(Ok(Event::InitApply(svc("a")))).unwrap();
     feed.unbounded_send(Ok(Event::InitDone)).unwrap();
-    assert_eq!(names(&events.recv().await.unwrap()), ["a"]);
+    assert_eq!(names(&next(&mut events).await), ["a"]);
     tokio::time::sleep(Duration::from_millis(1)).await;
     assert!(watch_errors(&status).is_empty());
     assert_eq!(log.text().matches("watch recovered").count(), 1);
