@@ -73,6 +73,11 @@ pub struct LoadArgs {
     #[arg(long, env = "REVPLANE_LOAD_RAMP", default_value = "0s", value_parser = humantime::parse_duration)]
     pub ramp: Duration,
 
+    /// Each proxy closes its stream and connection and opens new ones this often, the
+    /// proxies' turns spread evenly (`10m`: 10% of them reconnect every minute). Default: never.
+    #[arg(long, env = "REVPLANE_LOAD_RECONNECT_EVERY", value_parser = humantime::parse_duration)]
+    pub reconnect_every: Option<Duration>,
+
     /// Print the report as JSON instead of a table.
     #[arg(long, env = "REVPLANE_LOAD_JSON")]
     pub json: bool,

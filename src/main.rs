@@ -57,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
                 duration: args.duration,
                 connections: args.connections,
                 ramp: args.ramp,
+                reconnect_every: args.reconnect_every,
             })
             .await?;
             if args.json {

@@ -23,6 +23,7 @@ fn config(
         duration,
         connections: None,
         ramp: Duration::ZERO,
+        reconnect_every: None,
     }
 }
 
@@ -64,6 +65,45 @@ async fn every_proxy_opens_gets_full_config_and_acks_every_version() {
         table.contains("proxies 25   opened 25   refused 0"),
         "{table}"
     );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn proxies_reconnect_on_schedule_and_leave_no_stream_behind() {
+    let server = start("canary", &example_mesh()).await;
+    // Each of 20 proxies reconnects every 2 s, the first after 0.1 s, the last after 2 s:
+    // 10 reconnects a second, 3 or 4 per proxy in 7 s.
+    let report = run(LoadConfig {
+        reconnect_every: Some(Duration::from_secs(2)),
+        ..config(&server, 20, "canary", Duration::from_secs(7))
+    })
+    .await
+    .unwrap();
+    assert!(
+        report.streams_refused.is_empty() && report.streams_failed.is_empty(),
+        "{report:?}"
+    );
+    assert!((55..=80).contains(&report.reconnects), "{report:?}");
+    // A session counts as opened at its first response: all but a few cut short count.
+    assert!(
+        report.streams_opened + 3 >= 20 + report.reconnects,
+        "{report:?}"
+    );
+    assert!(
+        report.first_full_config.count + 3 >= report.streams_opened,
+        "each new stream gets its full config again: {report:?}"
+    );
+    assert!(
+        report
+            .to_table()
+            .contains(&format!("reconnects {}", report.reconnects)),
+        "{}",
+        report.to_table()
+    );
+    eventually(Duration::from_secs(5), "every stream closed", || async {
+        server.xds_metrics.connected_proxies.get() == 0
+    })
+    .await;
     server.stop().await;
 }
 

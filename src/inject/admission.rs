@@ -52,60 +52,75 @@ fn pod_name(pod: &Pod) -> String {
     bounded(&name, 253)
 }
 
+/// An AdmissionReview decoded as far as [`Injector::handle`] needs it.
+#[derive(Debug)]
+pub enum Review {
+    /// Anything but a Pod CREATE: answered allowed and untouched, its object never decoded.
+    Other(Box<AdmissionRequest<DynamicObject>>),
+    /// A Pod CREATE, with its pod decoded whole.
+    PodCreate(Box<AdmissionRequest<Pod>>),
+}
+
+/// Decodes one AdmissionReview body (pure: what the webhook does before it reads any state).
+/// The error is the message for an HTTP 400, with at most [`ECHO`] bytes of the decoder's
+/// words.
+pub fn decode_review(body: &[u8]) -> Result<Review, String> {
+    let peek: Peek = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "malformed AdmissionReview (admission.k8s.io/v1 expected): {}\n",
+            bounded(&e.to_string(), ECHO)
+        )
+    })?;
+    let Some(peeked) = peek.request else {
+        return Err("AdmissionReview has no request\n".to_string());
+    };
+    let is_pod = peeked.kind.group.is_empty() && peeked.kind.kind == "Pod";
+    if !is_pod || peeked.operation != Operation::Create {
+        let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body).map_err(|e| {
+            format!(
+                "malformed AdmissionReview: {}\n",
+                bounded(&e.to_string(), ECHO)
+            )
+        })?;
+        let request: AdmissionRequest<DynamicObject> = review
+            .try_into()
+            .map_err(|_| "AdmissionReview has no request\n".to_string())?;
+        return Ok(Review::Other(Box::new(request)));
+    }
+    let review: AdmissionReview<Pod> = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "request.object is not a valid Pod: {}\n",
+            bounded(&e.to_string(), ECHO)
+        )
+    })?;
+    let request: AdmissionRequest<Pod> = review
+        .try_into()
+        .map_err(|_| "AdmissionReview has no request\n".to_string())?;
+    if request.object.is_none() {
+        return Err("a Pod CREATE review without request.object\n".to_string());
+    }
+    Ok(Review::PodCreate(Box::new(request)))
+}
+
 impl Injector {
     /// Answers one AdmissionReview body: HTTP 400 with a message when it is malformed.
     pub async fn handle(&self, route: Route, body: &[u8]) -> Response {
-        let invalid = |message: String| {
-            self.metrics.count("invalid");
-            bad_request(message)
-        };
-        let peek: Peek = match serde_json::from_slice(body) {
-            Ok(peek) => peek,
-            Err(e) => {
-                return invalid(format!(
-                    "malformed AdmissionReview (admission.k8s.io/v1 expected): {}\n",
-                    bounded(&e.to_string(), ECHO)
-                ))
+        let request = match decode_review(body) {
+            Ok(Review::PodCreate(request)) => request,
+            Ok(Review::Other(request)) => {
+                self.metrics.count("not_pod");
+                return Json(AdmissionResponse::from(&*request).into_review()).into_response();
+            }
+            Err(message) => {
+                self.metrics.count("invalid");
+                return bad_request(message);
             }
         };
-        let Some(peeked) = peek.request else {
-            return invalid("AdmissionReview has no request\n".to_string());
-        };
-        let is_pod = peeked.kind.group.is_empty() && peeked.kind.kind == "Pod";
-        if !is_pod || peeked.operation != Operation::Create {
-            // Answered without decoding the object: allowed, untouched.
-            let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
-                Ok(review) => review,
-                Err(e) => {
-                    return invalid(format!(
-                        "malformed AdmissionReview: {}\n",
-                        bounded(&e.to_string(), ECHO)
-                    ))
-                }
-            };
-            let request: Result<AdmissionRequest<DynamicObject>, _> = review.try_into();
-            let Ok(request) = request else {
-                return invalid("AdmissionReview has no request\n".to_string());
-            };
-            self.metrics.count("not_pod");
-            return Json(AdmissionResponse::from(&request).into_review()).into_response();
-        }
-        let review: AdmissionReview<Pod> = match serde_json::from_slice(body) {
-            Ok(review) => review,
-            Err(e) => {
-                return invalid(format!(
-                    "request.object is not a valid Pod: {}\n",
-                    bounded(&e.to_string(), ECHO)
-                ))
-            }
-        };
-        let request: Result<AdmissionRequest<Pod>, _> = review.try_into();
-        let Ok(request) = request else {
-            return invalid("AdmissionReview has no request\n".to_string());
-        };
-        let response = AdmissionResponse::from(&request);
+        let response = AdmissionResponse::from(&*request);
         let Some(pod) = request.object.as_ref() else {
-            return invalid("a Pod CREATE review without request.object\n".to_string());
+            // decode_review refuses these; kept so that no path here can panic.
+            self.metrics.count("invalid");
+            return bad_request("a Pod CREATE review without request.object\n".to_string());
         };
         let namespace = request
             .namespace

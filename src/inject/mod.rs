@@ -31,6 +31,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use tokio::sync::Semaphore;
 
+pub use admission::{decode_review, Review};
 pub use http::router;
 
 use crate::pipeline::InjectorViewReceiver;

@@ -70,6 +70,8 @@ pub struct LoadReport {
     pub versions: Vec<VersionReport>,
     /// Responses received in all.
     pub responses: u64,
+    /// Streams closed on the reconnect schedule (each followed by a new one).
+    pub reconnects: usize,
     /// Wall-clock length of the run.
     pub duration_ms: u128,
 }
@@ -80,12 +82,13 @@ impl LoadReport {
         let mut out = String::new();
         let refused: usize = self.streams_refused.values().sum();
         out.push_str(&format!(
-            "proxies {}   opened {}   refused {}   failed {}   responses {}   run {:.1} s\n",
+            "proxies {}   opened {}   refused {}   failed {}   responses {}   reconnects {}   run {:.1} s\n",
             self.proxies,
             self.streams_opened,
             refused,
             self.streams_failed.values().sum::<usize>(),
             self.responses,
+            self.reconnects,
             self.duration_ms as f64 / 1000.0
         ));
         for (code, n) in &self.streams_refused {

@@ -1,0 +1,226 @@
+//! What the load scenarios share: a manifest directory, the `revplane serve` process read
+//! through `/proc` and its admin port, and the `revplane load` process.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Full size under `cargo bench`, smoke size under `cargo test`.
+pub fn full() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+pub fn env_or<T: std::str::FromStr>(name: &str, full_size: T, smoke: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if full() { full_size } else { smoke })
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A manifest directory: `services` Services in 10 namespaces, one file per service, each
+/// with one slice of `endpoints` ready endpoints.
+pub fn mesh(dir: &Path, services: usize, endpoints: usize) {
+    for i in 0..services {
+        write_service(dir, i, endpoints, 0);
+    }
+}
+
+pub fn write_service(dir: &Path, i: usize, endpoints: usize, generation: usize) {
+    let ns = format!("ns{}", i % 10);
+    let eps: String = (0..endpoints)
+        .map(|e| {
+            format!(
+                "- addresses: [10.{}.{}.{}]\n",
+                (i >> 8) & 255,
+                i & 255,
+                (e + generation) % 250 + 1
+            )
+        })
+        .collect();
+    let yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: svc{i}, namespace: {ns}}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: svc{i}-1, namespace: {ns}, labels: {{kubernetes.io/service-name: svc{i}}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints:\n{eps}"
+    );
+    let tmp = dir.join(format!(".svc{i}.tmp"));
+    std::fs::write(&tmp, yaml).unwrap();
+    std::fs::rename(tmp, dir.join(format!("svc{i}.yaml"))).unwrap();
+}
+
+pub struct Server {
+    pub child: Child,
+    pub admin: String,
+    pub xds: String,
+}
+
+impl Server {
+    pub fn start(dir: &Path, debounce: &str) -> Server {
+        let (xds, admin) = (
+            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{}", free_port()),
+        );
+        let child = Command::new(env!("CARGO_BIN_EXE_revplane"))
+            .args(["serve", "--revision", "bench", "--source"])
+            .arg(dir)
+            .args([
+                "--xds-addr",
+                &xds,
+                "--admin-addr",
+                &admin,
+                "--debounce-after",
+                debounce,
+            ])
+            .args(
+                std::env::var("REVPLANE_BENCH_SERVER_ARGS")
+                    .unwrap_or_default()
+                    .split_whitespace(),
+            )
+            .env("REVPLANE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start revplane serve");
+        let server = Server { child, admin, xds };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while server.get("/ready").is_none_or(|(code, _)| code != 200) {
+            assert!(Instant::now() < deadline, "server not ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        let out = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}"])
+            .arg(format!("http://{}{path}", self.admin))
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n')?;
+        Some((code.trim().parse().ok()?, body.to_string()))
+    }
+
+    pub fn metric(&self, sample: &str) -> f64 {
+        let body = self.get("/metrics").map(|(_, b)| b).unwrap_or_default();
+        body.lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|r| r.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    pub fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// User + system CPU seconds used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+            + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        ticks / 100.0
+    }
+
+    /// File descriptors the server holds open now.
+    pub fn open_files(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    pub fn connected(&self) -> f64 {
+        self.metric("revplane_xds_connected_proxies{revision=\"bench\"}")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `revplane load` for `proxies` over `secs`; returns the child (JSON on stdout).
+pub fn load(server: &Server, proxies: usize, secs: u64) -> Child {
+    load_with(server, proxies, secs, &[])
+}
+
+/// [`load`] with more `revplane load` flags.
+pub fn load_with(server: &Server, proxies: usize, secs: u64, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_revplane"))
+        .args([
+            "load",
+            "--xds-addr",
+            &server.xds,
+            "--revision",
+            "bench",
+            "--json",
+        ])
+        .args([
+            "--proxies",
+            &proxies.to_string(),
+            "--duration",
+            &format!("{secs}s"),
+        ])
+        // The types the simulated proxies subscribe to (default: all four, as Envoy).
+        .args(
+            std::env::var("REVPLANE_BENCH_TYPES")
+                .ok()
+                .map(|t| vec!["--types".to_string(), t])
+                .unwrap_or_default(),
+        )
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start revplane load")
+}
+
+pub fn report(child: Child) -> Value {
+    let out = child.wait_with_output().unwrap();
+    serde_json::from_slice(&out.stdout).expect("load report JSON")
+}
+
+pub fn wait_connected(server: &Server, n: usize, within: Duration) -> Duration {
+    let start = Instant::now();
+    while server.connected() < n as f64 {
+        assert!(
+            start.elapsed() < within,
+            "only {} of {n} connected",
+            server.connected()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    start.elapsed()
+}
+
+pub fn tempdir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "revplane-bench-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -1,0 +1,284 @@
+//! One simulated proxy: its ADS sessions, subscribing and ACKing like Envoy, and reconnecting
+//! on schedule when asked to.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+use super::summary::{assignment_names, route_names, ResponseSummary, Subscription};
+use super::LoadConfig;
+use crate::snapshot::ResourceType;
+
+const ADS_METHOD: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+
+/// Opens an ADS stream whose responses decode as [`ResponseSummary`].
+async fn open_ads(
+    channel: Channel,
+    requests: ReceiverStream<DiscoveryRequest>,
+) -> Result<tonic::Streaming<ResponseSummary>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("connection not ready: {e}")))?;
+    let codec = tonic_prost::ProstCodec::<DiscoveryRequest, ResponseSummary>::default();
+    let path = http::uri::PathAndQuery::from_static(ADS_METHOD);
+    Ok(grpc
+        .streaming(tonic::Request::new(requests), path, codec)
+        .await?
+        .into_inner())
+}
+
+/// What a simulated proxy reports to the run.
+pub(super) enum Observation {
+    Opened,
+    Ended(String),
+    Failed(String),
+    FullConfig(Duration),
+    Ack {
+        type_url: String,
+        version: String,
+        at: SystemTime,
+    },
+    Response,
+    Reconnected,
+}
+
+pub(super) fn endpoint(addr: SocketAddr) -> Endpoint {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .expect("a socket address is a valid URI")
+        .connect_timeout(Duration::from_secs(30))
+        .tcp_nodelay(true)
+}
+
+fn node(i: usize, revision: &str) -> Node {
+    let meta = |s: &str| Value {
+        kind: Some(Kind::StringValue(s.to_string())),
+    };
+    Node {
+        id: format!(
+            "sidecar~10.{}.{}.{}~load-{i}.load~load.svc.cluster.local",
+            (i >> 16) & 255,
+            (i >> 8) & 255,
+            i & 255
+        ),
+        cluster: "load.load".to_string(),
+        metadata: Some(Struct {
+            fields: [
+                ("REVISION".to_string(), meta(revision)),
+                ("NAMESPACE".to_string(), meta("load")),
+                ("POD_NAME".to_string(), meta(&format!("load-{i}"))),
+            ]
+            .into(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// How a session (one ADS stream) ended.
+enum SessionEnd {
+    /// The run is over, or the stream failed or was refused (reported).
+    Over,
+    /// Its reconnect time came: the proxy opens a new stream.
+    Reconnect,
+}
+
+/// One simulated proxy: sessions one after another until the run stops. With
+/// [`LoadConfig::reconnect_every`], proxy `i` of `n` first reconnects at `every * (i + 1) / n`
+/// and then every `every`, so the reconnects are spread evenly over each period.
+pub(super) async fn proxy(
+    i: usize,
+    channel: Option<Channel>,
+    config: &LoadConfig,
+    events: &mpsc::UnboundedSender<Observation>,
+    stop: &CancellationToken,
+) {
+    let phase = |every: Duration| every.mul_f64((i as f64 + 1.0) / config.proxies.max(1) as f64);
+    let mut reconnect_at = config
+        .reconnect_every
+        .map(|every| Instant::now() + phase(every));
+    loop {
+        match session(i, channel.clone(), config, events, stop, reconnect_at).await {
+            SessionEnd::Over => return,
+            SessionEnd::Reconnect => {
+                let _ = events.send(Observation::Reconnected);
+                reconnect_at = config.reconnect_every.map(|every| Instant::now() + every);
+            }
+        }
+    }
+}
+
+/// One ADS stream, on `channel` or on a connection of its own (closed when it ends).
+async fn session(
+    i: usize,
+    channel: Option<Channel>,
+    config: &LoadConfig,
+    events: &mpsc::UnboundedSender<Observation>,
+    stop: &CancellationToken,
+    reconnect_at: Option<Instant>,
+) -> SessionEnd {
+    let started = Instant::now();
+    let channel = match channel {
+        Some(c) => c,
+        None => match endpoint(config.xds_addr).connect().await {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = events.send(Observation::Failed(format!("connect: {e}")));
+                return SessionEnd::Over;
+            }
+        },
+    };
+    let cds = ResourceType::Cluster.type_url();
+    let eds = ResourceType::Endpoint.type_url();
+    let lds = ResourceType::Listener.type_url();
+    let rds = ResourceType::Route.type_url();
+    let (tx, rx) = mpsc::channel(16);
+    let _ = tx
+        .send(DiscoveryRequest {
+            node: Some(node(i, &config.revision)),
+            type_url: cds.to_string(),
+            ..Default::default()
+        })
+        .await;
+    let mut responses = match open_ads(channel, ReceiverStream::new(rx)).await {
+        Ok(r) => r,
+        Err(status) => {
+            let _ = events.send(Observation::Ended(format!("{:?}", status.code())));
+            return SessionEnd::Over;
+        }
+    };
+    let reconnect = async {
+        match reconnect_at {
+            Some(at) => tokio::time::sleep_until(at.into()).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(reconnect);
+    let mut opened = false;
+    let mut have_cds = false;
+    let mut eds_names: Vec<String> = Vec::new();
+    let mut eds_nonce = String::new();
+    let mut eds_version = String::new();
+    let mut eds_seen: BTreeSet<String> = BTreeSet::new();
+    let mut routes = Subscription::default();
+    let mut lds_asked = false;
+    let mut have_lds = false;
+    let mut full = false;
+    loop {
+        let message = tokio::select! {
+            _ = stop.cancelled() => return SessionEnd::Over,
+            _ = &mut reconnect => return SessionEnd::Reconnect,
+            m = responses.message() => m,
+        };
+        let mut response: ResponseSummary = match message {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                let _ = events.send(Observation::Ended("closed without status".to_string()));
+                return SessionEnd::Over;
+            }
+            Err(status) => {
+                let _ = events.send(Observation::Ended(format!("{:?}", status.code())));
+                return SessionEnd::Over;
+            }
+        };
+        if !opened {
+            opened = true;
+            let _ = events.send(Observation::Opened);
+        }
+        let _ = events.send(Observation::Response);
+        let resources = std::mem::take(&mut response.resources);
+        let route_names = if response.type_url == lds && config.rds {
+            route_names(&resources)
+        } else {
+            Vec::new()
+        };
+        let assignments = if response.type_url == cds {
+            assignment_names(&resources)
+        } else {
+            Vec::new()
+        };
+        let names: Vec<String> = resources.iter().filter_map(|any| any.name()).collect();
+        let ack_names = if response.type_url == eds {
+            eds_names.clone()
+        } else if response.type_url == rds {
+            routes.names.clone()
+        } else {
+            Vec::new()
+        };
+        let ack = DiscoveryRequest {
+            type_url: response.type_url.clone(),
+            version_info: response.version_info.clone(),
+            response_nonce: response.nonce.clone(),
+            resource_names: ack_names,
+            ..Default::default()
+        };
+        if tx.send(ack).await.is_err() {
+            return SessionEnd::Over;
+        }
+        let _ = events.send(Observation::Ack {
+            type_url: response.type_url.clone(),
+            version: response.version_info.clone(),
+            at: SystemTime::now(),
+        });
+        if response.type_url == cds {
+            have_cds = true;
+            if config.eds {
+                let wanted = assignments;
+                if wanted != eds_names {
+                    eds_names = wanted;
+                    eds_seen.retain(|n| eds_names.binary_search(n).is_ok());
+                    let subscribe = DiscoveryRequest {
+                        type_url: eds.to_string(),
+                        version_info: eds_version.clone(),
+                        response_nonce: eds_nonce.clone(),
+                        resource_names: eds_names.clone(),
+                        ..Default::default()
+                    };
+                    if tx.send(subscribe).await.is_err() {
+                        return SessionEnd::Over;
+                    }
+                }
+            }
+            if config.lds && !lds_asked {
+                lds_asked = true;
+                let subscribe = DiscoveryRequest {
+                    type_url: lds.to_string(),
+                    ..Default::default()
+                };
+                if tx.send(subscribe).await.is_err() {
+                    return SessionEnd::Over;
+                }
+            }
+        } else if response.type_url == eds {
+            eds_nonce = response.nonce.clone();
+            eds_version = response.version_info.clone();
+            eds_seen.extend(names);
+        } else if response.type_url == lds {
+            have_lds = true;
+            if let Some(subscribe) = routes.wants(route_names, rds) {
+                if tx.send(subscribe).await.is_err() {
+                    return SessionEnd::Over;
+                }
+            }
+        } else if response.type_url == rds {
+            routes.answered(&response, names);
+        }
+        let listeners_done = !config.lds || (have_lds && routes.complete());
+        if !full
+            && have_cds
+            && listeners_done
+            && (!config.eds || eds_names.iter().all(|n| eds_seen.contains(n)))
+        {
+            full = true;
+            let _ = events.send(Observation::FullConfig(started.elapsed()));
+        }
+    }
+}
