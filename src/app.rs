@@ -125,6 +125,10 @@ pub async fn start_on(
         debounce_max = ?args.debounce_max,
         shutdown_grace = ?args.shutdown_grace,
         max_request_bytes = args.max_request_bytes,
+        max_first_request_bytes = args.max_first_request_bytes,
+        request_buffer_bytes = args.request_buffer_bytes,
+        max_connections = args.max_connections,
+        handshake_timeout = ?args.handshake_timeout,
         max_streams_per_connection = args.max_streams_per_connection,
         new_streams_per_second = args.new_streams_per_second,
         new_stream_burst = args.new_stream_burst,
@@ -232,7 +236,7 @@ pub async fn start_on(
         }
     }
 
-    let ctx = Arc::new(XdsContext::with_admission(
+    let ctx = Arc::new(XdsContext::with_limits(
         RevisionGate::new(args.revision.clone()),
         snapshots.clone(),
         xds_metrics.clone(),
@@ -243,11 +247,15 @@ pub async fn start_on(
             max_wait: args.admission_max_wait,
             push_concurrency: args.push_concurrency,
         },
+        Limits {
+            max_request_bytes: args.max_request_bytes,
+            max_first_request_bytes: args.max_first_request_bytes,
+            request_buffer_bytes: args.request_buffer_bytes,
+            max_streams_per_connection: args.max_streams_per_connection,
+            max_connections: args.max_connections,
+            handshake_timeout: args.handshake_timeout,
+        },
     ));
-    let limits = Limits {
-        max_request_bytes: args.max_request_bytes,
-        max_streams_per_connection: args.max_streams_per_connection,
-    };
     let admin_state = AdminState {
         revision: args.revision.clone(),
         registry: Arc::new(registry),
@@ -259,7 +267,7 @@ pub async fn start_on(
     let xds_shutdown = shutdown.clone();
     tasks.spawn(
         async move {
-            if let Err(e) = xds::serve(xds_listener, ctx, limits).await {
+            if let Err(e) = xds::serve(xds_listener, ctx).await {
                 tracing::error!(error = %e, "xDS server failed; shutting down");
                 xds_shutdown.cancel();
             }

@@ -76,6 +76,17 @@ pub struct LoadArgs {
     /// Print the report as JSON instead of a table.
     #[arg(long, env = "REVPLANE_LOAD_JSON")]
     pub json: bool,
+
+    /// Instead of proxies, attack: each of `--proxies` streams (on `--connections`, default
+    /// 1) sends a length prefix of this many bytes and 90% of that body, then stalls; the
+    /// report counts streams still held and ended by status (see docs/operations.md, limits).
+    #[arg(long, env = "REVPLANE_LOAD_STALL_BYTES")]
+    pub stall_bytes: Option<usize>,
+
+    /// With `--stall-bytes`: send a valid first request claiming `--revision` first, to get
+    /// past the revision gate.
+    #[arg(long, env = "REVPLANE_LOAD_STALL_AFTER_GATE", requires = "stall_bytes")]
+    pub stall_after_gate: bool,
 }
 
 /// Flags of `revplane serve`.
@@ -131,6 +142,24 @@ pub struct ServeArgs {
     /// Largest xDS request accepted, in bytes.
     #[arg(long, env = "REVPLANE_MAX_REQUEST_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_request_bytes: usize,
+
+    /// Largest first request of a stream, in bytes. It is read before the revision gate, from
+    /// anyone; a real one (a node and a first subscription) is a few KiB.
+    #[arg(long, env = "REVPLANE_MAX_FIRST_REQUEST_BYTES", default_value_t = 64 * 1024)]
+    pub max_first_request_bytes: usize,
+
+    /// Bytes of partly received xDS requests buffered across all streams; a stream that needs
+    /// more ends with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "REVPLANE_REQUEST_BUFFER_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub request_buffer_bytes: usize,
+
+    /// Open xDS connections at most; more are closed as they come (and counted).
+    #[arg(long, env = "REVPLANE_MAX_CONNECTIONS", default_value_t = 16_384)]
+    pub max_connections: usize,
+
+    /// A new xDS connection that has not sent the HTTP/2 preface within this is closed.
+    #[arg(long, env = "REVPLANE_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
 
     /// Concurrent ADS streams allowed on one HTTP/2 connection.
     #[arg(
@@ -234,6 +263,8 @@ mod tests {
         assert_eq!(args.webhook_addr.port(), 15017);
         assert_eq!(args.tls_cert, None);
         assert_eq!(args.debounce_after, Duration::from_millis(100));
+        assert_eq!(args.max_first_request_bytes, 64 * 1024);
+        assert_eq!(args.handshake_timeout, Duration::from_secs(5));
         assert_eq!(args.source, SourceSpec::Dir("d".into()));
         let kube = Cli::try_parse_from([
             "revplane",

@@ -4,12 +4,18 @@
 //! protocol rules live in the pure [`state`] module. The same port serves CSDS ([`csds`]),
 //! which reads only the registry of connected proxies. This module must not reach back into
 //! sources, the catalog or translation: it only reads snapshots.
+//!
+//! Before any of that, [`conn`] bounds what an unauthenticated client can hold: connections
+//! (a limit, and a handshake deadline for the HTTP/2 preface), and [`request`] the bytes of
+//! requests (a small first-request limit and one budget for partly received requests).
 
 pub mod admission;
 pub mod ads;
+pub mod conn;
 pub mod csds;
 pub mod metrics;
 pub mod proxies;
+pub mod request;
 pub mod state;
 pub mod stream;
 pub mod sync_status;
@@ -19,7 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -27,6 +32,7 @@ use crate::pipeline::SnapshotReceiver;
 use crate::revision::RevisionGate;
 use metrics::XdsMetrics;
 use proxies::{ProxyRegistry, RejectionLog};
+use request::{RequestBudget, RequestLimits};
 
 /// Responses queued per stream before the stream task waits for the client to read. Small:
 /// a response is built only once it has a slot, so a slow reader holds no stale ones.
@@ -37,15 +43,28 @@ const STREAM_QUEUE: usize = 2;
 pub struct Limits {
     /// Largest request message accepted, in bytes.
     pub max_request_bytes: usize,
+    /// Largest first request of a stream (it comes before the revision gate), in bytes.
+    pub max_first_request_bytes: usize,
+    /// Bytes of partly received requests buffered across all streams.
+    pub request_buffer_bytes: usize,
     /// Concurrent streams per HTTP/2 connection.
     pub max_streams_per_connection: u32,
+    /// Open xDS connections; more are closed as they come.
+    pub max_connections: usize,
+    /// A connection that has not sent the HTTP/2 preface this long after it was accepted is
+    /// closed.
+    pub handshake_timeout: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_request_bytes: 4 * 1024 * 1024,
+            max_first_request_bytes: 64 * 1024,
+            request_buffer_bytes: 64 * 1024 * 1024,
             max_streams_per_connection: 100,
+            max_connections: 16_384,
+            handshake_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -71,6 +90,10 @@ pub struct XdsContext {
     pub control_plane_id: String,
     /// New-stream rate and push concurrency limits.
     pub admission: admission::Admission,
+    /// Connection and request limits.
+    pub limits: Limits,
+    /// Request size limits and the server-wide budget for partly received requests.
+    pub requests: RequestLimits,
 }
 
 impl XdsContext {
@@ -90,8 +113,35 @@ impl XdsContext {
         snapshots: SnapshotReceiver,
         metrics: XdsMetrics,
         shutdown: CancellationToken,
-        limits: admission::AdmissionLimits,
+        admission: admission::AdmissionLimits,
     ) -> Self {
+        Self::with_limits(
+            gate,
+            snapshots,
+            metrics,
+            shutdown,
+            admission,
+            Default::default(),
+        )
+    }
+
+    /// A context with explicit admission, connection and request limits.
+    pub fn with_limits(
+        gate: RevisionGate,
+        snapshots: SnapshotReceiver,
+        metrics: XdsMetrics,
+        shutdown: CancellationToken,
+        admission: admission::AdmissionLimits,
+        limits: Limits,
+    ) -> Self {
+        let requests = RequestLimits {
+            first: limits.max_first_request_bytes,
+            max: limits.max_request_bytes,
+            budget: RequestBudget::new(
+                limits.request_buffer_bytes,
+                metrics.request_buffer_bytes.clone(),
+            ),
+        };
         let control_plane_id =
             format!("revplane/{} {}", gate.revision(), env!("CARGO_PKG_VERSION"));
         XdsContext {
@@ -103,20 +153,31 @@ impl XdsContext {
             shutdown,
             tasks: TaskTracker::new(),
             control_plane_id,
-            admission: admission::Admission::new(limits),
+            admission: admission::Admission::new(admission),
+            limits,
+            requests,
         }
     }
 }
 
-/// Serves ADS and CSDS on an already bound listener until `ctx.shutdown`.
+/// Serves ADS and CSDS on an already bound listener until `ctx.shutdown`, within
+/// `ctx.limits`.
 pub async fn serve(
     listener: TcpListener,
     ctx: Arc<XdsContext>,
-    limits: Limits,
 ) -> Result<(), tonic::transport::Error> {
     let shutdown = ctx.shutdown.clone();
+    let limits = ctx.limits;
+    let incoming = conn::Incoming::new(
+        listener,
+        conn::ConnLimits {
+            max_connections: limits.max_connections,
+            handshake_timeout: limits.handshake_timeout,
+        },
+        &ctx.metrics,
+    );
     let status = csds::service(&ctx);
-    let service = ads::AdsServer::new(ctx, limits.max_request_bytes);
+    let service = ads::AdsServer::new(ctx.clone());
     tonic::transport::Server::builder()
         .max_concurrent_streams(limits.max_streams_per_connection)
         // Find proxies that vanished without closing their connection.
@@ -124,6 +185,6 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(service)
         .add_service(status)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
 }
