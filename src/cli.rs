@@ -77,9 +77,9 @@ pub struct LoadArgs {
     #[arg(long, env = "REVPLANE_LOAD_JSON")]
     pub json: bool,
 
-    /// Instead of proxies, attack: each of `--proxies` streams (on `--connections`, default
-    /// 1) sends a length prefix of this many bytes and 90% of that body, then stalls; the
-    /// report counts streams still held and ended by status (see docs/operations.md, limits).
+    /// Instead of proxies, attack: each of `--proxies` streams (sharing `--connections`, one by
+    /// default) sends a length prefix of this many bytes and 90% of that body, then stalls;
+    /// the report counts streams still held and ended by status (docs/operations.md, limits).
     #[arg(long, env = "REVPLANE_LOAD_STALL_BYTES")]
     pub stall_bytes: Option<usize>,
 

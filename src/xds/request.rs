@@ -86,7 +86,10 @@ impl Charge {
     /// Gives `bytes` back.
     fn shrink(&mut self, bytes: u64) {
         let bytes = bytes.min(self.bytes);
-        self.budget.in_use.inner().fetch_sub(bytes, Ordering::AcqRel);
+        self.budget
+            .in_use
+            .inner()
+            .fetch_sub(bytes, Ordering::AcqRel);
         self.bytes -= bytes;
     }
 }
