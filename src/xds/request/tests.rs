@@ -41,7 +41,7 @@ fn requests_split_across_chunks_and_packed_together_are_decoded() {
             while let Some(request) = decoder.next_request().unwrap() {
                 got.push(request);
             }
-            assert!(limits.budget.in_use() <= largest);
+            assert!(limits.budget.in_use() <= allocation_size(largest as usize) as u64);
         }
         assert_eq!(
             got,
@@ -195,4 +195,13 @@ fn compressed_garbled_and_truncated_requests_are_refused() {
     assert_eq!(err.to_status().code(), tonic::Code::InvalidArgument);
     drop(decoder);
     assert_eq!(limits.budget.in_use(), 0);
+}
+
+#[test]
+fn the_budget_counts_what_the_allocator_takes() {
+    assert_eq!(allocation_size(100), 100);
+    assert_eq!(allocation_size(5_000), 5_120);
+    assert_eq!(allocation_size(65_477), 65_536);
+    assert_eq!(allocation_size(70_000), 80 * 1024);
+    assert_eq!(allocation_size(4 * 1024 * 1024 - 1019), 4 * 1024 * 1024);
 }
