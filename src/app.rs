@@ -129,6 +129,8 @@ pub async fn start_on(
         new_streams_per_second = args.new_streams_per_second,
         new_stream_burst = args.new_stream_burst,
         push_concurrency = args.push_concurrency,
+        max_subscribed_names = args.max_subscribed_names,
+        debug_concurrency = args.debug_concurrency,
         "starting revplane"
     );
     let (kube_client, source_count): (Option<kube::Client>, usize) = match &args.source {
@@ -232,18 +234,21 @@ pub async fn start_on(
         }
     }
 
-    let ctx = Arc::new(XdsContext::with_admission(
-        RevisionGate::new(args.revision.clone()),
-        snapshots.clone(),
-        xds_metrics.clone(),
-        shutdown.clone(),
-        AdmissionLimits {
-            new_streams_per_second: args.new_streams_per_second,
-            burst: args.new_stream_burst,
-            max_wait: args.admission_max_wait,
-            push_concurrency: args.push_concurrency,
-        },
-    ));
+    let ctx = Arc::new(
+        XdsContext::with_admission(
+            RevisionGate::new(args.revision.clone()),
+            snapshots.clone(),
+            xds_metrics.clone(),
+            shutdown.clone(),
+            AdmissionLimits {
+                new_streams_per_second: args.new_streams_per_second,
+                burst: args.new_stream_burst,
+                max_wait: args.admission_max_wait,
+                push_concurrency: args.push_concurrency,
+            },
+        )
+        .with_max_subscribed_names(args.max_subscribed_names),
+    );
     let limits = Limits {
         max_request_bytes: args.max_request_bytes,
         max_streams_per_connection: args.max_streams_per_connection,
@@ -254,6 +259,7 @@ pub async fn start_on(
         snapshots: snapshots.clone(),
         proxies: ctx.proxies.clone(),
         sources,
+        debug: admin::DebugLimit::new(args.debug_concurrency as usize),
     };
     let stream_tasks = ctx.tasks.clone();
     let xds_shutdown = shutdown.clone();

@@ -155,6 +155,16 @@ pub struct ServeArgs {
     /// Streams with a push in flight (built and not yet answered by the proxy) at once.
     #[arg(long, env = "REVPLANE_PUSH_CONCURRENCY", default_value_t = 512)]
     pub push_concurrency: usize,
+
+    /// Resource names one stream may subscribe to per type; a request naming more ends the
+    /// stream with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "REVPLANE_MAX_SUBSCRIBED_NAMES", default_value_t = crate::xds::DEFAULT_MAX_SUBSCRIBED_NAMES)]
+    pub max_subscribed_names: usize,
+
+    /// `/debug/proxies` and `/debug/config` requests served at once; more wait up to a second,
+    /// then get 503.
+    #[arg(long, env = "REVPLANE_DEBUG_CONCURRENCY", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub debug_concurrency: u32,
 }
 
 /// Where config comes from.

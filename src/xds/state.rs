@@ -12,18 +12,28 @@ use std::time::{Instant, SystemTime};
 
 pub use names::Names;
 
+use crate::echo::bounded;
 use crate::snapshot::views::View;
 use crate::snapshot::{Resource, ResourceType, Resources, Snapshot};
+
+/// Longest NACK message kept (for `/debug/proxies` and CSDS), in bytes; the rest is cut.
+pub const MAX_NACK_MESSAGE_BYTES: usize = 4096;
+
+/// Longest client-reported `version_info` kept, in bytes (revplane's own are under 30).
+pub const MAX_VERSION_BYTES: usize = 256;
 
 /// A NACK: the client rejected a response.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Nack {
-    /// The version the client still holds (the one it reported).
+    /// The version the client still holds (the one it reported, cut to
+    /// [`MAX_VERSION_BYTES`]).
     pub version: String,
     /// Nonce of the rejected response.
     pub nonce: String,
-    /// The client's error message.
+    /// The client's error message, cut to [`MAX_NACK_MESSAGE_BYTES`].
     pub message: String,
+    /// Length of the client's error message.
+    pub message_bytes: usize,
     /// `version_info` of the rejected response.
     pub rejected_version: String,
     /// When it arrived.
@@ -44,6 +54,10 @@ pub enum Verdict {
     },
     /// The latest response was rejected.
     Nack(Nack),
+    /// The request names the latest response, which an earlier request already acknowledged
+    /// or rejected: a repeat (or a subscription change after the answer). Only its
+    /// subscription counts; the answer is not counted or logged again.
+    Repeated,
 }
 
 /// One request, reduced to the fields the rules read.
@@ -149,11 +163,16 @@ impl StreamState {
             Verdict::None
         } else if ts.nonce.as_deref() != Some(req.nonce) {
             return (Verdict::Stale, false);
+        } else if !ts.pending {
+            // Counted and logged once per response: a client repeating its NACK (or ACK) of
+            // the same nonce is not another answer.
+            Verdict::Repeated
         } else if let Some(message) = req.error {
             let nack = Nack {
-                version: req.version.to_string(),
+                version: bounded(req.version, MAX_VERSION_BYTES),
                 nonce: req.nonce.to_string(),
-                message: message.to_string(),
+                message: bounded(message, MAX_NACK_MESSAGE_BYTES),
+                message_bytes: message.len(),
                 rejected_version: ts.sent_version.clone().unwrap_or_default(),
                 at: SystemTime::now(),
             };
@@ -161,7 +180,7 @@ impl StreamState {
             ts.last_nack = Some(Box::new(nack.clone()));
             Verdict::Nack(nack)
         } else {
-            ts.acked_version = Some(req.version.to_string());
+            ts.acked_version = Some(bounded(req.version, MAX_VERSION_BYTES));
             ts.pending = false;
             ts.last_nack = None;
             Verdict::Ack {

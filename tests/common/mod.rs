@@ -63,6 +63,8 @@ pub fn serve_args(revision: &str, source: &Path) -> ServeArgs {
         new_stream_burst: 500,
         admission_max_wait: Duration::from_secs(30),
         push_concurrency: 512,
+        max_subscribed_names: 100_000,
+        debug_concurrency: 2,
     }
 }
 

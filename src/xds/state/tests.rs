@@ -94,6 +94,55 @@ fn nack_is_recorded_and_not_answered_with_the_same_resources() {
 }
 
 #[test]
+fn a_nack_counts_once_per_nonce_and_keeps_a_bounded_message() {
+    let s1 = snap(1, &[(CDS, "a", "1")]);
+    let mut st = StreamState::default();
+    st.on_request(CDS, &req("", &[]));
+    let r = st.response_for(CDS, &s1, true).unwrap();
+    let message = "e".repeat(1 << 20);
+    let version = "v".repeat(1 << 16);
+    let nack = RequestView {
+        version: &version,
+        nonce: &r.nonce,
+        names: &[],
+        error: Some(&message),
+    };
+    let (v, _) = st.on_request(CDS, &nack);
+    let Verdict::Nack(first) = v else {
+        panic!("{v:?}")
+    };
+    assert!(first.message.len() < MAX_NACK_MESSAGE_BYTES + 32);
+    assert!(first.message.ends_with("(1048576 bytes)"));
+    assert!(first.version.len() < MAX_VERSION_BYTES + 32);
+    for _ in 0..100 {
+        let (v, consider) = st.on_request(CDS, &nack);
+        assert_eq!(v, Verdict::Repeated, "the same nonce is answered once");
+        assert!(!consider);
+    }
+    // A later request on the answered nonce without an error (Envoy clears error_detail
+    // once sent) is not an ACK of the rejected response.
+    let (v, _) = st.on_request(CDS, &req(&r.nonce, &[]));
+    assert_eq!(v, Verdict::Repeated);
+    assert!(st.get(CDS).last_nack.is_some(), "the NACK stands");
+    assert_eq!(st.get(CDS).acked_version, None);
+    // The next response is answered afresh.
+    let next = st
+        .response_for(CDS, &snap(2, &[(CDS, "a", "2")]), false)
+        .unwrap();
+    let (v, _) = st.on_request(CDS, &nack_of(&next, "again"));
+    assert!(matches!(v, Verdict::Nack(ref n) if n.message == "again"));
+}
+
+fn nack_of<'a>(r: &'a Response, message: &'a str) -> RequestView<'a> {
+    RequestView {
+        version: "",
+        nonce: &r.nonce,
+        names: &[],
+        error: Some(message),
+    }
+}
+
+#[test]
 fn stale_nonce_is_ignored_whole() {
     let s = snap(1, &[(EDS, "a", "1"), (EDS, "b", "1")]);
     let mut st = StreamState::default();
