@@ -67,6 +67,11 @@ pub fn bounded(text: &str, max: usize) -> String {
     )
 }
 
+/// The start of `text`: at most `max` bytes, cut at a character boundary.
+pub fn cut(text: &str, max: usize) -> &str {
+    &text[..char_floor(text, max)]
+}
+
 /// The largest character boundary of `text` at or below `at`.
 fn char_floor(text: &str, at: usize) -> usize {
     (0..=at.min(text.len()))

@@ -13,7 +13,7 @@ use std::str::FromStr;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{value::Kind, Struct};
 
-use crate::echo::{bounded, echo, ECHO_BYTES};
+use crate::echo::{cut, echo, Echo, ECHO_BYTES};
 
 /// Revision assumed for a proxy whose node metadata carries no `REVISION` key.
 pub const DEFAULT_REVISION: &str = "default";
@@ -140,12 +140,14 @@ pub enum Rejection {
     #[error(
         "node {}: {field} is {bytes} bytes, over the {limit} this server accepts; node ids and \
          the node metadata revplane reads ({}) are short names: check the proxy's bootstrap",
-        echo(.node_id),
+        echo(.node_id).of_total(*.node_id_bytes),
         READ_METADATA.join(", ")
     )]
     OversizedNode {
-        /// Node id of the proxy, cut to [`ECHO_BYTES`].
+        /// The start of the proxy's node id (at most [`ECHO_BYTES`]).
         node_id: String,
+        /// Length of the whole node id.
+        node_id_bytes: usize,
         /// What is too long (`node id`, `node cluster`, `metadata NAMESPACE`, ...).
         field: String,
         /// Its length.
@@ -188,7 +190,20 @@ impl Rejection {
         }
     }
 
-    /// Node id the rejection is about (empty when there was no node).
+    /// Node id the rejection is about, quoted for a log line and cut short.
+    pub fn node(&self) -> Echo<'_> {
+        match self {
+            Rejection::OversizedNode {
+                node_id,
+                node_id_bytes,
+                ..
+            } => echo(node_id).of_total(*node_id_bytes),
+            _ => echo(self.node_id()),
+        }
+    }
+
+    /// Node id the rejection is about (empty when there was no node; only its start when
+    /// the node was refused as oversized).
     pub fn node_id(&self) -> &str {
         match self {
             Rejection::MissingNode => "",
@@ -294,7 +309,8 @@ pub fn identity_of(node: &Node) -> Result<ProxyIdentity, Rejection> {
 /// anything of it is copied.
 fn check_sizes(node: &Node) -> Result<(), Rejection> {
     let oversized = |field: String, bytes: usize, limit: usize| Rejection::OversizedNode {
-        node_id: bounded(&node.id, ECHO_BYTES),
+        node_id: cut(&node.id, ECHO_BYTES).to_string(),
+        node_id_bytes: node.id.len(),
         field,
         bytes,
         limit,

@@ -156,7 +156,12 @@ fn oversized_node_ids_and_metadata_are_refused_with_a_short_message() {
     assert!(status
         .message()
         .contains("node id is 1048576 bytes, over the 1024"));
-    assert!(long_id.node_id().len() <= crate::echo::ECHO_BYTES + 32);
+    assert!(long_id.node_id().len() <= crate::echo::ECHO_BYTES);
+    assert!(
+        long_id.node().to_string().ends_with("... (1048576 bytes)"),
+        "the log shows the start and the whole length"
+    );
+    assert!(status.message().contains("... (1048576 bytes)"));
 
     for key in READ_METADATA {
         let refused = gate

@@ -4,11 +4,14 @@
 //! same `Arc`): looking 1,000 names up in the snapshot is done once per list and snapshot,
 //! not once per stream.
 //!
-//! A memo entry keeps its list alive (its address is the key), so what memos hold is bounded
-//! in bytes: all memos of the process share one [`MemoBudget`] of [`MEMO_BYTES`]. When it is
-//! spent, a memo first forgets lists that only it still holds (their streams are gone), and
-//! otherwise looks the list up without memoizing it. Streams are limited in the names they
-//! subscribe to (`--max-subscribed-names`), so one list is bounded too.
+//! Only lists held by more than one holder (streams, other memos) are memoized: a list of one
+//! stream is looked up once per snapshot either way, and one client cycling through distinct
+//! lists then leaves nothing behind. A memo entry keeps its list alive (its address is the
+//! key), so what memos hold is bounded in bytes: all memos of the process share one
+//! [`MemoBudget`] of [`MEMO_BYTES`]. When it is spent, a memo first forgets lists that only it
+//! still holds (their streams are gone), and otherwise looks the list up without memoizing it.
+//! Streams are limited in the names they subscribe to (`--max-subscribed-names`), so one list
+//! is bounded too.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,8 +20,9 @@ use std::sync::Arc;
 use super::cache::Cache;
 use super::{ByName, Resource};
 
-/// A sorted list of names, shared by everything that holds it.
-pub type NameList = Arc<[Box<str>]>;
+/// A sorted list of names, shared by everything that holds it. The names are a separate
+/// allocation from the `Arc`'s counts, so a `Weak` (the interner's) keeps none of them alive.
+pub type NameList = Arc<Box<[Box<str>]>>;
 
 /// Lists memoized per snapshot and type at most; further lists are looked up per stream.
 const MAX_LISTS: usize = 1024;
@@ -101,7 +105,7 @@ impl Selections {
 
     /// The resources of `by_name` that `names` names, in the list's order.
     pub fn get(&self, names: &NameList, by_name: &ByName) -> Selected {
-        let key = Arc::as_ptr(names) as *const u8 as usize;
+        let key = Arc::as_ptr(names) as usize;
         let mut memo = self.memo.lock();
         if let Some(entry) = memo.entries.get(&key) {
             return entry.selected.clone();
@@ -110,7 +114,9 @@ impl Selections {
             .iter()
             .filter_map(|n| by_name.get(&**n).cloned())
             .collect();
-        memo.insert(key, names, &selected);
+        if Arc::strong_count(names) > 1 {
+            memo.insert(key, names, &selected);
+        }
         selected
     }
 }
@@ -157,12 +163,12 @@ impl Drop for Memo {
     }
 }
 
-/// What an entry keeps alive: the list (its names and their boxes), the selection, and the
-/// entry itself.
+/// What an entry keeps alive: the list (its names, allocated in 16-byte steps, and their
+/// boxes), the selection, and the entry itself.
 fn entry_bytes(names: &NameList, selected: &Selected) -> usize {
     let names_bytes: usize = names
         .iter()
-        .map(|n| n.len() + std::mem::size_of::<Box<str>>())
+        .map(|n| n.len().next_multiple_of(16) + std::mem::size_of::<Box<str>>())
         .sum();
     names_bytes + selected.len() * std::mem::size_of::<Arc<Resource>>() + 128
 }

@@ -13,7 +13,6 @@ use serde::Serialize;
 
 use super::log_limit::LogLimiter;
 use super::state::{StreamState, TypeState};
-use crate::echo::echo;
 use crate::revision::{ProxyIdentity, Rejection};
 use crate::snapshot::ResourceType;
 
@@ -268,9 +267,9 @@ impl RejectionLog {
         let Some(held_back) = self.limiter.allow(&subject) else {
             return false;
         };
+        // The message names the node (cut short).
         tracing::warn!(
             reason = rejection.reason(),
-            node = %echo(rejection.node_id()),
             revision = server,
             held_back,
             "refused xDS stream: {rejection}"

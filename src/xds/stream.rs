@@ -194,7 +194,7 @@ const NACK_LOG_BYTES: usize = 1024;
 
 fn too_many_names(kind: ResourceType, names: usize, max: usize) -> Status {
     Status::resource_exhausted(format!(
-        "a {} request names {names} resources; this server serves at most {max} names per \
+        "this {} request names {names} resources; this server serves at most {max} names per \
          type on one stream (--max-subscribed-names): subscribe to fewer (a wildcard \
          subscription needs none) or raise the limit",
         kind.short().to_uppercase()
