@@ -10,21 +10,21 @@
 //! at most `--max-manifest-bytes`, and parsed once per content.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-
-use super::{convert, manifest, SourceError, SourceStatus};
-use crate::catalog::{CatalogEvent, Object, ObjectRef};
+use super::{convert, manifest, SourceError};
+use crate::catalog::{Object, ObjectRef};
 use crate::revision::Revision;
 
+mod files;
 mod metrics;
+mod run;
 mod watch;
 
+use files::{manifest_paths, read_bounded, FileId, Reading};
 pub use metrics::DirMetrics;
+pub use run::run;
 pub use watch::{Hints, WriteHint};
 
 /// How long to wait after a file event for the rest of a burst of writes; also how far
@@ -38,12 +38,6 @@ pub const SLOW_WRITE_HOLD: Duration = Duration::from_secs(2);
 /// How long a content may wait for a writer that keeps the file open before it is taken.
 pub const OPEN_WRITER_HOLD: Duration = Duration::from_secs(10);
 
-/// How often to look for a manifest directory that is gone.
-const MISSING_DIR_RETRY: Duration = Duration::from_secs(1);
-
-/// How often to scan when the directory cannot be watched.
-const UNWATCHED_POLL: Duration = Duration::from_secs(5);
-
 /// Settings of the directory source.
 #[derive(Clone, Debug)]
 pub struct DirOptions {
@@ -51,25 +45,6 @@ pub struct DirOptions {
     pub rescan_interval: Duration,
     /// Larger files are refused unread.
     pub max_file_bytes: u64,
-}
-
-/// Which file a content was read from: a new one at a known path was renamed into place.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FileId(u64, u64);
-
-impl FileId {
-    fn of(meta: &std::fs::Metadata) -> FileId {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::MetadataExt;
-            FileId(meta.dev(), meta.ino())
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = meta;
-            FileId(0, 0)
-        }
-    }
 }
 
 /// The content of a file in force (served when good, reported when bad).
@@ -352,174 +327,6 @@ impl DirSource {
 fn drops_objects(old: &[Object], new: &[Object]) -> bool {
     let kept: HashSet<ObjectRef> = new.iter().map(Object::reference).collect();
     old.iter().any(|o| !kept.contains(&o.reference()))
-}
-
-/// What reading one listed path gave.
-enum Reading {
-    Content(Vec<u8>, FileId),
-    Directory,
-    Special,
-    TooBig(u64),
-}
-
-/// Reads a regular file of at most `max` bytes (following symlinks); anything else is
-/// not opened (opening a pipe would block until someone writes to it).
-fn read_bounded(path: &Path, max: u64) -> std::io::Result<Reading> {
-    let meta = std::fs::metadata(path)?;
-    if meta.is_dir() {
-        return Ok(Reading::Directory);
-    }
-    if !meta.is_file() {
-        return Ok(Reading::Special);
-    }
-    if meta.len() > max {
-        return Ok(Reading::TooBig(meta.len()));
-    }
-    let file = std::fs::File::open(path)?;
-    let id = FileId::of(&file.metadata()?);
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(max + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > max {
-        return Ok(Reading::TooBig(bytes.len() as u64));
-    }
-    Ok(Reading::Content(bytes, id))
-}
-
-/// Whether a file name is one the source reads.
-fn is_manifest_name(name: &str) -> bool {
-    !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml"))
-}
-
-/// Every entry named `*.yaml` / `*.yml` below `root`, whatever it is (hidden entries and
-/// symlinked directories are not walked). An unreadable subdirectory is reported in
-/// `errors` and skipped; only an unreadable `root` is an error.
-fn manifest_paths(root: &Path, errors: &mut Vec<SourceError>) -> std::io::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if dir == root => return Err(e),
-            Err(e) => {
-                errors.push(SourceError {
-                    path: dir.display().to_string(),
-                    document: None,
-                    reason: format!("cannot read this directory, skipped: {e}"),
-                });
-                continue;
-            }
-        };
-        for entry in entries {
-            let Ok(entry) = entry else { continue };
-            let path = entry.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if name.starts_with('.') {
-                continue; // editor swap files, rsync's temporary files, hidden directories
-            }
-            // file_type() does not follow symlinks: a symlinked directory is not walked (no
-            // loops); a symlinked file is read like any file.
-            if entry.file_type().is_ok_and(|k| k.is_dir()) {
-                dirs.push(path.clone());
-            }
-            if is_manifest_name(name) {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Runs the source until `shutdown`: an initial scan, then a scan after every change, when
-/// a change is due, every `rescan_interval`, and while the directory is gone. Scans run on
-/// the blocking pool, never on the runtime's workers.
-pub async fn run(
-    root: PathBuf,
-    revision: Revision,
-    options: DirOptions,
-    events: mpsc::Sender<CatalogEvent>,
-    status: SourceStatus,
-    metrics: DirMetrics,
-    shutdown: CancellationToken,
-) {
-    let (wake_tx, mut wake) = mpsc::channel::<()>(1);
-    let hints = Hints::default();
-    let mut watch = watch::Watch::new(root.clone(), hints.clone(), wake_tx);
-    let mut source = DirSource::new(root, &revision, options.max_file_bytes);
-    let mut last_sent: Option<Vec<Object>> = None;
-    let mut last_errors: Vec<SourceError> = Vec::new();
-    loop {
-        let hints = hints.clone();
-        let job = tokio::task::spawn_blocking(move || {
-            watch.ensure();
-            let scan = source.scan(&hints);
-            (watch, source, scan)
-        });
-        let scan;
-        (watch, source, scan) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            done = job => match done {
-                Ok(done) => done,
-                Err(e) => {
-                    tracing::error!(error = %e, "the manifest directory scan failed; the last config stays served, without updates");
-                    return;
-                }
-            },
-        };
-        metrics.scans.inc();
-        metrics.pending.set(scan.pending as i64);
-        metrics.parses.inc_by(scan.parsed);
-        let retry_after = if !scan.complete {
-            // Gone or unreadable: look for it again soon (and never report an unreadable
-            // directory as an empty mesh).
-            Some(MISSING_DIR_RETRY)
-        } else if !watch.active() {
-            Some(
-                scan.recheck
-                    .map_or(UNWATCHED_POLL, |r| r.min(UNWATCHED_POLL)),
-            )
-        } else {
-            scan.recheck
-        };
-        let retry_after = match (retry_after, options.rescan_interval) {
-            (r, Duration::ZERO) => r,
-            (Some(r), every) => Some(r.min(every)),
-            (None, every) => Some(every),
-        };
-        for e in scan.errors.iter().filter(|e| !last_errors.contains(e)) {
-            metrics.errors.inc();
-            tracing::warn!(error = %e, "manifest rejected; its last good content stays served");
-        }
-        metrics.invalid.set(scan.errors.len() as i64);
-        status.set_errors("dir", scan.errors.clone());
-        last_errors = scan.errors;
-        if (scan.complete || last_sent.is_some()) && last_sent.as_ref() != Some(&scan.objects) {
-            let first = last_sent.is_none();
-            last_sent = Some(scan.objects.clone());
-            if events
-                .send(CatalogEvent::Reset(scan.objects))
-                .await
-                .is_err()
-            {
-                return;
-            }
-            if first && events.send(CatalogEvent::Synced).await.is_err() {
-                return;
-            }
-        }
-        let rescan = async {
-            match retry_after {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = wake.recv() => tokio::time::sleep(SETTLE).await,
-            _ = rescan => {}
-        }
-        while wake.try_recv().is_ok() {}
-    }
 }
 
 #[cfg(test)]

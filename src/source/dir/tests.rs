@@ -331,3 +331,25 @@ fn a_file_never_good_contributes_nothing_and_deleted_files_go_on_the_second_look
     std::thread::sleep(SETTLE);
     assert!(source.scan(&Hints::default()).objects.is_empty());
 }
+
+#[cfg(unix)]
+#[test]
+fn a_config_map_volume_update_is_taken_at_once() {
+    // The kubelet's layout: shop.yaml -> ..data/shop.yaml, ..data -> ..<timestamp>; an
+    // update writes a new timestamped directory and renames a new ..data over the old.
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let version = |name: &str, text: &str| {
+        std::fs::create_dir(dir.path().join(name)).unwrap();
+        std::fs::write(dir.path().join(name).join("shop.yaml"), text).unwrap();
+        symlink(name, dir.path().join("..data_tmp")).unwrap();
+        std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
+    };
+    version("..v1", SHOP);
+    symlink("..data/shop.yaml", dir.path().join("shop.yaml")).unwrap();
+    let mut source = source(dir.path());
+    assert_eq!(services(&source.scan(&Hints::default())), 2);
+    version("..v2", GOOD);
+    let scan = source.scan(&Hints::default());
+    assert_eq!((services(&scan), scan.pending), (1, 0));
+}

@@ -13,7 +13,7 @@ use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use super::{is_manifest_name, FileId};
+use super::files::{is_manifest_name, FileId};
 
 /// What the file events say about the latest write of one file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
