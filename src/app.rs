@@ -23,7 +23,7 @@ use crate::inject::tls::{CertFiles, ReloadingCert};
 use crate::inject::{self, InjectMetrics, Injector};
 use crate::pipeline::{Debounce, Publisher, PublisherMetrics, SnapshotReceiver};
 use crate::revision::RevisionGate;
-use crate::source::dir::{self, DirMetrics};
+use crate::source::dir::{self, DirMetrics, DirOptions};
 use crate::source::kube::{KubeMetrics, KubeSource, WATCHES as KUBE_WATCHES};
 use crate::source::SourceStatus;
 use crate::xds::admission::AdmissionLimits;
@@ -118,6 +118,8 @@ pub async fn start_on(
         revision = %args.revision,
         source = %args.source,
         namespace = %args.namespace,
+        rescan_interval = ?args.rescan_interval,
+        max_manifest_bytes = args.max_manifest_bytes,
         %xds_addr,
         %admin_addr,
         webhook_addr = ?webhook_addr,
@@ -212,6 +214,10 @@ pub async fn start_on(
                 dir::run(
                     dir.clone(),
                     args.revision.clone(),
+                    DirOptions {
+                        rescan_interval: args.rescan_interval,
+                        max_file_bytes: args.max_manifest_bytes,
+                    },
                     events_tx,
                     sources.clone(),
                     dir_metrics,

@@ -94,6 +94,16 @@ pub struct ServeArgs {
     #[arg(long, env = "POD_NAMESPACE", default_value = "revplane-system")]
     pub namespace: String,
 
+    /// With a manifest directory: scan all of it this often even without file events, a
+    /// safety net for changes the watcher cannot see (0s: never).
+    #[arg(long, env = "REVPLANE_RESCAN_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub rescan_interval: Duration,
+
+    /// With a manifest directory: larger files are refused unread (reported, their last good
+    /// content kept).
+    #[arg(long, env = "REVPLANE_MAX_MANIFEST_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_manifest_bytes: u64,
+
     /// Address of the ADS gRPC server.
     #[arg(long, env = "REVPLANE_XDS_ADDR", default_value = "127.0.0.1:15010")]
     pub xds_addr: SocketAddr,

@@ -134,6 +134,12 @@ pub struct StreamState {
     retained: Vec<Arc<Resource>>,
     /// How this proxy sees the config (its listener and route variants).
     view: View,
+    /// The EDS response in flight re-sends assignments of new or changed clusters: listeners
+    /// and routes wait for its answer.
+    warming: bool,
+    /// When the last CDS response went out: how long listeners and routes wait for the
+    /// proxy to subscribe to the assignments of its new clusters.
+    clusters_sent_at: Option<Instant>,
 }
 
 impl StreamState {
@@ -241,7 +247,7 @@ impl StreamState {
         snapshot: &Snapshot,
         force: bool,
     ) -> Option<Response> {
-        if order::waits_for_clusters(kind, &self.types) {
+        if order::waits_for_clusters(kind, &self.types, self.warming, self.clusters_sent_at) {
             // Sent once the proxy answered the clusters and assignments it was just sent.
             return None;
         }
@@ -348,7 +354,25 @@ impl StreamState {
         if kind == ResourceType::Cluster {
             self.retained = retained;
         }
+        if kind == ResourceType::Endpoint {
+            // Assignments of new clusters the proxy has not subscribed to yet stay owed (while
+            // the cluster exists): Envoy asks for them right after it takes the clusters.
+            let ts = &mut self.types[kind as usize];
+            let subscribed = |n: &str| ts.wildcard || ts.names.contains(n);
+            let later: BTreeSet<Box<str>> = unsent
+                .iter()
+                .filter(|n| !subscribed(n) && resources.by_name.contains_key(&***n))
+                .cloned()
+                .collect();
+            self.warming = send
+                .as_ref()
+                .is_some_and(|s| s.iter().any(|r| unsent.contains(&*r.name)));
+            self.types[kind as usize].unsent = later;
+        }
         let send = send?;
+        if kind == ResourceType::Cluster {
+            self.clusters_sent_at = Some(Instant::now());
+        }
         let ts = &mut self.types[kind as usize];
         self.responses += 1;
         let nonce = self.responses.to_string();
@@ -365,9 +389,16 @@ impl StreamState {
         if !rewarming.is_empty() {
             // Envoy re-warms a changed cluster and waits for its assignment before using it;
             // its EDS request for an already subscribed name looks like an ACK. So the
-            // assignment of every new or changed cluster is sent again after the CDS response.
+            // assignment of every new or changed EDS cluster is sent again after the CDS
+            // response (clusters without an assignment, e.g. DNS or passthrough, need none).
+            let assignments = snapshot.resources_for(ResourceType::Endpoint, &self.view);
             let eds = &mut self.types[ResourceType::Endpoint as usize];
-            eds.unsent.extend(rewarming.iter().map(|n| Box::from(&**n)));
+            eds.unsent.extend(
+                rewarming
+                    .iter()
+                    .filter(|n| assignments.by_name.contains_key(&***n))
+                    .map(|n| Box::from(&**n)),
+            );
         }
         Some(response)
     }
