@@ -23,7 +23,7 @@ use crate::inject::tls::{CertFiles, ReloadingCert};
 use crate::inject::{self, InjectMetrics, Injector};
 use crate::pipeline::{Debounce, Publisher, PublisherMetrics, SnapshotReceiver};
 use crate::revision::RevisionGate;
-use crate::source::dir::{self, DirMetrics};
+use crate::source::dir::{self, DirMetrics, DirOptions};
 use crate::source::kube::{KubeMetrics, KubeSource, WATCHES as KUBE_WATCHES};
 use crate::source::SourceStatus;
 use crate::xds::admission::AdmissionLimits;
@@ -118,6 +118,8 @@ pub async fn start_on(
         revision = %args.revision,
         source = %args.source,
         namespace = %args.namespace,
+        rescan_interval = ?args.rescan_interval,
+        max_manifest_bytes = args.max_manifest_bytes,
         %xds_addr,
         %admin_addr,
         webhook_addr = ?webhook_addr,
@@ -133,6 +135,8 @@ pub async fn start_on(
         new_streams_per_second = args.new_streams_per_second,
         new_stream_burst = args.new_stream_burst,
         push_concurrency = args.push_concurrency,
+        max_subscribed_names = args.max_subscribed_names,
+        debug_concurrency = args.debug_concurrency,
         "starting revplane"
     );
     let (kube_client, source_count): (Option<kube::Client>, usize) = match &args.source {
@@ -214,6 +218,10 @@ pub async fn start_on(
                 dir::run(
                     dir.clone(),
                     args.revision.clone(),
+                    DirOptions {
+                        rescan_interval: args.rescan_interval,
+                        max_file_bytes: args.max_manifest_bytes,
+                    },
                     events_tx,
                     sources.clone(),
                     dir_metrics,
@@ -236,32 +244,36 @@ pub async fn start_on(
         }
     }
 
-    let ctx = Arc::new(XdsContext::with_limits(
-        RevisionGate::new(args.revision.clone()),
-        snapshots.clone(),
-        xds_metrics.clone(),
-        shutdown.clone(),
-        AdmissionLimits {
-            new_streams_per_second: args.new_streams_per_second,
-            burst: args.new_stream_burst,
-            max_wait: args.admission_max_wait,
-            push_concurrency: args.push_concurrency,
-        },
-        Limits {
-            max_request_bytes: args.max_request_bytes,
-            max_first_request_bytes: args.max_first_request_bytes,
-            request_buffer_bytes: args.request_buffer_bytes,
-            max_streams_per_connection: args.max_streams_per_connection,
-            max_connections: args.max_connections,
-            handshake_timeout: args.handshake_timeout,
-        },
-    ));
+    let ctx = Arc::new(
+        XdsContext::with_limits(
+            RevisionGate::new(args.revision.clone()),
+            snapshots.clone(),
+            xds_metrics.clone(),
+            shutdown.clone(),
+            AdmissionLimits {
+                new_streams_per_second: args.new_streams_per_second,
+                burst: args.new_stream_burst,
+                max_wait: args.admission_max_wait,
+                push_concurrency: args.push_concurrency,
+            },
+            Limits {
+                max_request_bytes: args.max_request_bytes,
+                max_first_request_bytes: args.max_first_request_bytes,
+                request_buffer_bytes: args.request_buffer_bytes,
+                max_streams_per_connection: args.max_streams_per_connection,
+                max_connections: args.max_connections,
+                handshake_timeout: args.handshake_timeout,
+            },
+        )
+        .with_max_subscribed_names(args.max_subscribed_names),
+    );
     let admin_state = AdminState {
         revision: args.revision.clone(),
         registry: Arc::new(registry),
         snapshots: snapshots.clone(),
         proxies: ctx.proxies.clone(),
         sources,
+        debug: admin::DebugLimit::new(args.debug_concurrency as usize),
     };
     let stream_tasks = ctx.tasks.clone();
     let xds_shutdown = shutdown.clone();

@@ -105,6 +105,16 @@ pub struct ServeArgs {
     #[arg(long, env = "POD_NAMESPACE", default_value = "revplane-system")]
     pub namespace: String,
 
+    /// With a manifest directory: scan all of it this often even without file events, a
+    /// safety net for changes the watcher cannot see (0s: never).
+    #[arg(long, env = "REVPLANE_RESCAN_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub rescan_interval: Duration,
+
+    /// With a manifest directory: larger files are refused unread (reported, their last good
+    /// content kept).
+    #[arg(long, env = "REVPLANE_MAX_MANIFEST_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_manifest_bytes: u64,
+
     /// Address of the ADS gRPC server.
     #[arg(long, env = "REVPLANE_XDS_ADDR", default_value = "127.0.0.1:15010")]
     pub xds_addr: SocketAddr,
@@ -184,6 +194,16 @@ pub struct ServeArgs {
     /// Streams with a push in flight (built and not yet answered by the proxy) at once.
     #[arg(long, env = "REVPLANE_PUSH_CONCURRENCY", default_value_t = 512)]
     pub push_concurrency: usize,
+
+    /// Resource names one stream may subscribe to per type; a request naming more ends the
+    /// stream with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "REVPLANE_MAX_SUBSCRIBED_NAMES", default_value_t = crate::xds::DEFAULT_MAX_SUBSCRIBED_NAMES)]
+    pub max_subscribed_names: usize,
+
+    /// `/debug/proxies` and `/debug/config` requests served at once; more wait up to a second,
+    /// then get 503.
+    #[arg(long, env = "REVPLANE_DEBUG_CONCURRENCY", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub debug_concurrency: u32,
 }
 
 /// Where config comes from.

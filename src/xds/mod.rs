@@ -13,6 +13,7 @@ pub mod admission;
 pub mod ads;
 pub mod conn;
 pub mod csds;
+pub mod log_limit;
 pub mod metrics;
 pub mod proxies;
 pub mod request;
@@ -37,6 +38,13 @@ use request::{RequestBudget, RequestLimits};
 /// Responses queued per stream before the stream task waits for the client to read. Small:
 /// a response is built only once it has a slot, so a slow reader holds no stale ones.
 const STREAM_QUEUE: usize = 2;
+
+/// Names one stream may subscribe to per type unless configured otherwise
+/// (`--max-subscribed-names`).
+pub const DEFAULT_MAX_SUBSCRIBED_NAMES: usize = 100_000;
+
+/// NACK lines logged per minute over all proxies (each proxy at most one per minute).
+const NACK_LINES_PER_MINUTE: u32 = 100;
 
 /// Limits of the gRPC server.
 #[derive(Clone, Copy, Debug)]
@@ -82,6 +90,10 @@ pub struct XdsContext {
     pub proxies: ProxyRegistry,
     /// Rate-limited log of refused streams.
     pub rejections: RejectionLog,
+    /// Rate limit of NACK log lines, per node and overall.
+    pub nack_log: log_limit::LogLimiter,
+    /// Names a stream may subscribe to per type; a request naming more ends the stream.
+    pub max_subscribed_names: usize,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
     /// Tracks stream tasks, so shutdown can wait for them.
@@ -150,6 +162,8 @@ impl XdsContext {
             metrics,
             proxies: ProxyRegistry::default(),
             rejections: RejectionLog::new(Duration::from_secs(60)),
+            nack_log: log_limit::LogLimiter::new(Duration::from_secs(60), NACK_LINES_PER_MINUTE),
+            max_subscribed_names: DEFAULT_MAX_SUBSCRIBED_NAMES,
             shutdown,
             tasks: TaskTracker::new(),
             control_plane_id,
@@ -157,6 +171,14 @@ impl XdsContext {
             limits,
             requests,
         }
+    }
+}
+
+impl XdsContext {
+    /// This context with at most `max` subscribed names per type on one stream.
+    pub fn with_max_subscribed_names(mut self, max: usize) -> Self {
+        self.max_subscribed_names = max;
+        self
     }
 }
 

@@ -17,6 +17,7 @@ use super::request::{Charge, RequestError};
 use super::state::{RequestView, Response, StreamState, Verdict};
 use super::wire::response_head;
 use super::XdsContext;
+use crate::echo::{echo, echo_max};
 use crate::snapshot::views::View;
 use crate::snapshot::{ResourceType, Snapshot};
 
@@ -225,6 +226,18 @@ fn shutting_down(ctx: &XdsContext) -> Status {
     ))
 }
 
+/// Bytes of a NACK message a log line shows.
+const NACK_LOG_BYTES: usize = 1024;
+
+fn too_many_names(kind: ResourceType, names: usize, max: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "this {} request names {names} resources; this server serves at most {max} names per \
+         type on one stream (--max-subscribed-names): subscribe to fewer (a wildcard \
+         subscription needs none) or raise the limit",
+        kind.short().to_uppercase()
+    ))
+}
+
 /// The status a stream ends with when its requests cannot be read; counted when the server
 /// refused them (not when the client went away).
 fn refused_request(ctx: &XdsContext, e: &RequestError) -> Status {
@@ -282,6 +295,14 @@ impl AdsStream {
             tracing::debug!(type_url = %request.type_url, "ignoring a request for a type revplane does not serve");
             return Ok(());
         };
+        if request.resource_names.len() > self.ctx.max_subscribed_names {
+            self.ctx.metrics.rejected("too_many_names");
+            return Err(End::Status(too_many_names(
+                kind,
+                request.resource_names.len(),
+                self.ctx.max_subscribed_names,
+            )));
+        }
         let view = RequestView {
             version: &request.version_info,
             nonce: &request.response_nonce,
@@ -298,14 +319,20 @@ impl AdsStream {
         }
         match verdict {
             Verdict::Nack(nack) => {
+                // Once per response (repeats are `Repeated`); logged at most once a minute
+                // per node, cut short: /debug/proxies and CSDS keep the latest.
                 self.ctx.metrics.nacked(kind);
-                tracing::warn!(
-                    node = %self.node_id,
-                    r#type = kind.short(),
-                    nonce = %nack.nonce,
-                    kept_version = %nack.version,
-                    "proxy rejected config (NACK): {}", nack.message
-                );
+                if let Some(held_back) = self.ctx.nack_log.allow(&[self.node_id.as_bytes()]) {
+                    tracing::warn!(
+                        node = %echo(&self.node_id),
+                        r#type = kind.short(),
+                        nonce = %nack.nonce,
+                        kept_version = %echo(&nack.version),
+                        held_back,
+                        "proxy rejected config (NACK): {}",
+                        echo_max(&nack.message, NACK_LOG_BYTES).of_total(nack.message_bytes)
+                    );
+                }
             }
             Verdict::Ack {
                 since_build: Some(d),

@@ -49,6 +49,8 @@ pub fn serve_args(revision: &str, source: &Path) -> ServeArgs {
         revision: revision.parse().unwrap(),
         source: revplane::cli::SourceSpec::Dir(source.to_path_buf()),
         namespace: "revplane-system".to_string(),
+        rescan_interval: Duration::from_secs(30),
+        max_manifest_bytes: 8 * 1024 * 1024,
         xds_addr: "127.0.0.1:0".parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         webhook_addr: "127.0.0.1:0".parse().unwrap(),
@@ -67,6 +69,8 @@ pub fn serve_args(revision: &str, source: &Path) -> ServeArgs {
         new_stream_burst: 500,
         admission_max_wait: Duration::from_secs(30),
         push_concurrency: 512,
+        max_subscribed_names: 100_000,
+        debug_concurrency: 2,
     }
 }
 
