@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve xDS to the proxies of one revision.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Simulate many proxies against any ADS server and measure it.
     Load(LoadArgs),
     /// Show every proxy of the given instances and where each resource type stands (CSDS).

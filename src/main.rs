@@ -33,7 +33,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     raise_open_file_limit();
     match cli.command {
-        Command::Serve(args) => revplane::app::run(args).await,
+        Command::Serve(args) => revplane::app::run(*args).await,
         Command::ProxyStatus(args) => Ok(revplane::ctl::proxy_status::run(args).await?),
         Command::Load(args) if args.stall_bytes.is_some() => {
             let report = revplane::load::stall::run(&revplane::load::stall::StallConfig {
