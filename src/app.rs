@@ -26,7 +26,7 @@ use crate::inject::{self, InjectMetrics, Injector};
 use crate::pipeline::{Debounce, Publisher, PublisherMetrics, SnapshotReceiver};
 use crate::readiness::Readiness;
 use crate::revision::RevisionGate;
-use crate::source::dir::{self, DirMetrics};
+use crate::source::dir::{self, DirMetrics, DirOptions};
 use crate::source::kube::{KubeMetrics, KubeSource};
 use crate::source::SourceStatus;
 use crate::xds::admission::AdmissionLimits;
@@ -121,6 +121,8 @@ pub async fn start_on(
         revision = %args.revision,
         source = %args.source,
         namespace = %args.namespace,
+        rescan_interval = ?args.rescan_interval,
+        max_manifest_bytes = args.max_manifest_bytes,
         %xds_addr,
         %admin_addr,
         webhook_addr = ?webhook_addr,
@@ -128,10 +130,16 @@ pub async fn start_on(
         debounce_max = ?args.debounce_max,
         shutdown_grace = ?args.shutdown_grace,
         max_request_bytes = args.max_request_bytes,
+        max_first_request_bytes = args.max_first_request_bytes,
+        request_buffer_bytes = args.request_buffer_bytes,
+        max_connections = args.max_connections,
+        handshake_timeout = ?args.handshake_timeout,
         max_streams_per_connection = args.max_streams_per_connection,
         new_streams_per_second = args.new_streams_per_second,
         new_stream_burst = args.new_stream_burst,
         push_concurrency = args.push_concurrency,
+        max_subscribed_names = args.max_subscribed_names,
+        debug_concurrency = args.debug_concurrency,
         "starting revplane"
     );
     let kube_client: Option<kube::Client> = match &args.source {
@@ -218,6 +226,10 @@ pub async fn start_on(
                 dir::run(
                     dir.clone(),
                     args.revision.clone(),
+                    DirOptions {
+                        rescan_interval: args.rescan_interval,
+                        max_file_bytes: args.max_manifest_bytes,
+                    },
                     events_tx,
                     sources.clone(),
                     dir_metrics,
@@ -249,22 +261,29 @@ pub async fn start_on(
 
     starting.done();
 
-    let ctx = Arc::new(XdsContext::with_admission(
-        RevisionGate::new(args.revision.clone()),
-        snapshots.clone(),
-        xds_metrics.clone(),
-        shutdown.clone(),
-        AdmissionLimits {
-            new_streams_per_second: args.new_streams_per_second,
-            burst: args.new_stream_burst,
-            max_wait: args.admission_max_wait,
-            push_concurrency: args.push_concurrency,
-        },
-    ));
-    let limits = Limits {
-        max_request_bytes: args.max_request_bytes,
-        max_streams_per_connection: args.max_streams_per_connection,
-    };
+    let ctx = Arc::new(
+        XdsContext::with_limits(
+            RevisionGate::new(args.revision.clone()),
+            snapshots.clone(),
+            xds_metrics.clone(),
+            shutdown.clone(),
+            AdmissionLimits {
+                new_streams_per_second: args.new_streams_per_second,
+                burst: args.new_stream_burst,
+                max_wait: args.admission_max_wait,
+                push_concurrency: args.push_concurrency,
+            },
+            Limits {
+                max_request_bytes: args.max_request_bytes,
+                max_first_request_bytes: args.max_first_request_bytes,
+                request_buffer_bytes: args.request_buffer_bytes,
+                max_streams_per_connection: args.max_streams_per_connection,
+                max_connections: args.max_connections,
+                handshake_timeout: args.handshake_timeout,
+            },
+        )
+        .with_max_subscribed_names(args.max_subscribed_names),
+    );
     let admin_state = AdminState {
         revision: args.revision.clone(),
         registry: Arc::new(registry),
@@ -272,12 +291,13 @@ pub async fn start_on(
         proxies: ctx.proxies.clone(),
         sources,
         readiness,
+        debug: admin::DebugLimit::new(args.debug_concurrency as usize),
     };
     let stream_tasks = ctx.tasks.clone();
     let xds_shutdown = shutdown.clone();
     tasks.spawn(
         async move {
-            if let Err(e) = xds::serve(xds_listener, ctx, limits).await {
+            if let Err(e) = xds::serve(xds_listener, ctx).await {
                 tracing::error!(error = %e, "xDS server failed; shutting down");
                 xds_shutdown.cancel();
             }

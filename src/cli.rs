@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve xDS to the proxies of one revision.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Simulate many proxies against any ADS server and measure it.
     Load(LoadArgs),
     /// Show every proxy of the given instances and where each resource type stands (CSDS).
@@ -81,6 +81,17 @@ pub struct LoadArgs {
     /// Print the report as JSON instead of a table.
     #[arg(long, env = "REVPLANE_LOAD_JSON")]
     pub json: bool,
+
+    /// Instead of proxies, attack: each of `--proxies` streams (sharing `--connections`, one by
+    /// default) sends a length prefix of this many bytes and 90% of that body, then stalls;
+    /// the report counts streams still held and ended by status (docs/operations.md, limits).
+    #[arg(long, env = "REVPLANE_LOAD_STALL_BYTES")]
+    pub stall_bytes: Option<usize>,
+
+    /// With `--stall-bytes`: send a valid first request claiming `--revision` first, to get
+    /// past the revision gate.
+    #[arg(long, env = "REVPLANE_LOAD_STALL_AFTER_GATE", requires = "stall_bytes")]
+    pub stall_after_gate: bool,
 }
 
 /// Flags of `revplane serve`.
@@ -98,6 +109,16 @@ pub struct ServeArgs {
     /// The control plane's own namespace, where its ConfigMap `revplane-<revision>` lives.
     #[arg(long, env = "POD_NAMESPACE", default_value = "revplane-system")]
     pub namespace: String,
+
+    /// With a manifest directory: scan all of it this often even without file events, a
+    /// safety net for changes the watcher cannot see (0s: never).
+    #[arg(long, env = "REVPLANE_RESCAN_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub rescan_interval: Duration,
+
+    /// With a manifest directory: larger files are refused unread (reported, their last good
+    /// content kept).
+    #[arg(long, env = "REVPLANE_MAX_MANIFEST_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_manifest_bytes: u64,
 
     /// Address of the ADS gRPC server.
     #[arg(long, env = "REVPLANE_XDS_ADDR", default_value = "127.0.0.1:15010")]
@@ -137,6 +158,24 @@ pub struct ServeArgs {
     #[arg(long, env = "REVPLANE_MAX_REQUEST_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_request_bytes: usize,
 
+    /// Largest first request of a stream, in bytes. It is read before the revision gate, from
+    /// anyone; a real one (a node and a first subscription) is a few KiB.
+    #[arg(long, env = "REVPLANE_MAX_FIRST_REQUEST_BYTES", default_value_t = 64 * 1024)]
+    pub max_first_request_bytes: usize,
+
+    /// Bytes of partly received xDS requests buffered across all streams; a stream that needs
+    /// more ends with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "REVPLANE_REQUEST_BUFFER_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub request_buffer_bytes: usize,
+
+    /// Open xDS connections at most; more are closed as they come (and counted).
+    #[arg(long, env = "REVPLANE_MAX_CONNECTIONS", default_value_t = 16_384)]
+    pub max_connections: usize,
+
+    /// A new xDS connection that has not sent the HTTP/2 preface within this is closed.
+    #[arg(long, env = "REVPLANE_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+
     /// Concurrent ADS streams allowed on one HTTP/2 connection.
     #[arg(
         long,
@@ -160,6 +199,16 @@ pub struct ServeArgs {
     /// Streams with a push in flight (built and not yet answered by the proxy) at once.
     #[arg(long, env = "REVPLANE_PUSH_CONCURRENCY", default_value_t = 512)]
     pub push_concurrency: usize,
+
+    /// Resource names one stream may subscribe to per type; a request naming more ends the
+    /// stream with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "REVPLANE_MAX_SUBSCRIBED_NAMES", default_value_t = crate::xds::DEFAULT_MAX_SUBSCRIBED_NAMES)]
+    pub max_subscribed_names: usize,
+
+    /// `/debug/proxies` and `/debug/config` requests served at once; more wait up to a second,
+    /// then get 503.
+    #[arg(long, env = "REVPLANE_DEBUG_CONCURRENCY", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub debug_concurrency: u32,
 }
 
 /// Where config comes from.
@@ -239,6 +288,8 @@ mod tests {
         assert_eq!(args.webhook_addr.port(), 15017);
         assert_eq!(args.tls_cert, None);
         assert_eq!(args.debounce_after, Duration::from_millis(100));
+        assert_eq!(args.max_first_request_bytes, 64 * 1024);
+        assert_eq!(args.handshake_timeout, Duration::from_secs(5));
         assert_eq!(args.source, SourceSpec::Dir("d".into()));
         let kube = Cli::try_parse_from([
             "revplane",

@@ -18,6 +18,7 @@ pub mod app;
 pub mod catalog;
 pub mod cli;
 pub mod ctl;
+pub mod echo;
 pub mod inject;
 pub mod load;
 pub mod mesh;

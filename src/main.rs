@@ -33,8 +33,25 @@ async fn main() -> anyhow::Result<()> {
         .init();
     raise_open_file_limit();
     match cli.command {
-        Command::Serve(args) => revplane::app::run(args).await,
+        Command::Serve(args) => revplane::app::run(*args).await,
         Command::ProxyStatus(args) => Ok(revplane::ctl::proxy_status::run(args).await?),
+        Command::Load(args) if args.stall_bytes.is_some() => {
+            let report = revplane::load::stall::run(&revplane::load::stall::StallConfig {
+                xds_addr: args.xds_addr,
+                streams: args.proxies,
+                connections: args.connections.unwrap_or(1),
+                declared_bytes: args.stall_bytes.unwrap_or_default(),
+                revision: args.stall_after_gate.then_some(args.revision),
+                duration: args.duration,
+            })
+            .await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.to_table());
+            }
+            Ok(())
+        }
         Command::Load(args) => {
             let known = ["cds", "eds", "lds", "rds"];
             let has = |t: &str| args.types.iter().any(|x| x == t);

@@ -268,6 +268,7 @@ impl Publisher {
         // interception mode, what the injector reads): a change of it alone is published.
         let unchanged = previous.as_ref().is_some_and(|p| {
             p.mesh == snapshot.mesh
+                && p.views().map(|v| v.content_hash()) == snapshot.views().map(|v| v.content_hash())
                 && ResourceType::ALL
                     .iter()
                     .all(|t| p.resources(*t).version == snapshot.resources(*t).version)

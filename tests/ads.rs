@@ -355,7 +355,7 @@ async fn requests_are_held_until_the_first_snapshot_never_answered_with_nothing(
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(xds::serve(listener, ctx, Default::default()));
+    tokio::spawn(xds::serve(listener, ctx));
 
     let mut client = AdsClient::open_at(addr, first_cds("early", "canary"))
         .await

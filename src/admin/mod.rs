@@ -1,10 +1,17 @@
 //! The admin HTTP server: `/healthz`, `/ready`, `/metrics`, `/debug/proxies`, `/debug/config`.
 //!
-//! Read-only views of state owned elsewhere; it never changes what proxies are served.
+//! Read-only views of state owned elsewhere; it never changes what proxies are served. The
+//! `/debug` pages can be large: at most `--debug-concurrency` are built at once, each on a
+//! blocking thread (never on the runtime threads that serve xDS), and `/debug/proxies` is
+//! paged ([`proxies`]).
 
 mod config;
+mod limit;
+mod proxies;
 
 pub use config::snapshot_json;
+pub use limit::DebugLimit;
+pub use proxies::{ProxiesQuery, DEFAULT_PAGE, MAX_PAGE};
 
 use std::sync::Arc;
 
@@ -12,9 +19,9 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use prometheus_client::registry::Registry;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +46,8 @@ pub struct AdminState {
     pub sources: SourceStatus,
     /// What the first snapshot still waits for (named by `/ready`).
     pub readiness: Readiness,
+    /// How many `/debug` pages are built at once.
+    pub debug: DebugLimit,
 }
 
 /// The admin routes.
@@ -47,7 +56,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
-        .route("/debug/proxies", get(proxies))
+        .route("/debug/proxies", get(proxies::proxies))
         .route("/debug/config", get(config))
         .with_state(state)
 }
@@ -98,19 +107,21 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     }
 }
 
-async fn proxies(State(state): State<AdminState>) -> Json<Value> {
-    Json(json!({
-        "revision": state.revision.as_str(),
-        "proxies": state.proxies.list(),
-    }))
-}
-
-async fn config(State(state): State<AdminState>) -> Json<Value> {
+async fn config(State(state): State<AdminState>) -> Response {
+    let permit = match state.debug.enter("/debug/config").await {
+        Ok(permit) => permit,
+        Err(busy) => return busy,
+    };
     let snapshot = state.snapshots.borrow().clone();
-    Json(json!({
-        "revision": state.revision.as_str(),
-        "synced": snapshot.is_some(),
-        "source_errors": state.sources.errors(),
-        "snapshot": snapshot.as_deref().map(snapshot_json),
-    }))
+    let source_errors = state.sources.errors();
+    let revision = state.revision.to_string();
+    limit::blocking_json(permit, move || {
+        serde_json::to_vec(&json!({
+            "revision": revision,
+            "synced": snapshot.is_some(),
+            "source_errors": source_errors,
+            "snapshot": snapshot.as_deref().map(snapshot_json),
+        }))
+    })
+    .await
 }

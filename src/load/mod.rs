@@ -9,9 +9,12 @@
 //! run reports streams opened and refused, time to first full config, and for every config
 //! version the fan-out convergence (first to last proxy ACK). It never looks inside the
 //! server, so it measures ours and any other implementation alike.
+//!
+//! [`stall`] is the other mode (`--stall-bytes`): streams that pin memory instead of behaving.
 
 mod proxy;
 pub mod report;
+pub mod stall;
 mod summary;
 
 use std::collections::{BTreeMap, HashMap};

@@ -59,7 +59,7 @@ pub(super) fn endpoint(addr: SocketAddr) -> Endpoint {
         .tcp_nodelay(true)
 }
 
-fn node(i: usize, revision: &str) -> Node {
+pub(super) fn node(i: usize, revision: &str) -> Node {
     let meta = |s: &str| Value {
         kind: Some(Kind::StringValue(s.to_string())),
     };

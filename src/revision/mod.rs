@@ -13,11 +13,33 @@ use std::str::FromStr;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{value::Kind, Struct};
 
+use crate::echo::{cut, echo, Echo, ECHO_BYTES};
+
 /// Revision assumed for a proxy whose node metadata carries no `REVISION` key.
 pub const DEFAULT_REVISION: &str = "default";
 
 /// Node metadata key naming the revision a proxy was injected for.
 pub const REVISION_KEY: &str = "REVISION";
+
+/// Longest node id admitted, in bytes. An Istio sidecar's
+/// (`sidecar~<ip>~<pod>.<ns>~<ns>.svc.cluster.local`) is at most about 700.
+pub const MAX_NODE_ID_BYTES: usize = 1024;
+
+/// Longest value admitted for the node cluster and each node metadata key revplane reads
+/// ([`READ_METADATA`]), in bytes: they are Kubernetes names, a revision, an address, a mode.
+pub const MAX_NODE_VALUE_BYTES: usize = 1024;
+
+/// The node metadata keys revplane reads (and keeps for the stream's life); other keys are
+/// never copied.
+pub const READ_METADATA: [&str; 7] = [
+    REVISION_KEY,
+    "NAMESPACE",
+    "POD_NAME",
+    "SERVICE_ACCOUNT",
+    "OUTBOUND_LISTENER_ADDRESS",
+    "INTERCEPTION_MODE",
+    "GENERATOR",
+];
 
 /// A control-plane revision name: a DNS-1123 label (`stable`, `canary`, `1-25-0`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -26,8 +48,9 @@ pub struct Revision(String);
 /// Why a string is not a revision name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "invalid revision name {name:?}: {reason}; a revision is a DNS-1123 label: 1-63 lowercase \
-     letters, digits or '-', starting and ending with a letter or digit (e.g. stable, canary, 1-25-0)"
+    "invalid revision name {}: {reason}; a revision is a DNS-1123 label: 1-63 lowercase \
+     letters, digits or '-', starting and ending with a letter or digit (e.g. stable, canary, 1-25-0)",
+    echo(.name)
 )]
 pub struct InvalidRevision {
     /// The rejected input.
@@ -113,8 +136,27 @@ pub enum Rejection {
     /// The first request carried no `node`.
     #[error("the first DiscoveryRequest of a stream must carry `node`; this one has none")]
     MissingNode,
+    /// The node id, the node cluster or a metadata value revplane reads is too long.
+    #[error(
+        "node {}: {field} is {bytes} bytes, over the {limit} this server accepts; node ids and \
+         the node metadata revplane reads ({}) are short names: check the proxy's bootstrap",
+        echo(.node_id).of_total(*.node_id_bytes),
+        READ_METADATA.join(", ")
+    )]
+    OversizedNode {
+        /// The start of the proxy's node id (at most [`ECHO_BYTES`]).
+        node_id: String,
+        /// Length of the whole node id.
+        node_id_bytes: usize,
+        /// What is too long (`node id`, `node cluster`, `metadata NAMESPACE`, ...).
+        field: String,
+        /// Its length.
+        bytes: usize,
+        /// The limit it broke.
+        limit: usize,
+    },
     /// `REVISION` is present but not a string or not a valid revision name.
-    #[error("node {node_id:?}: node metadata REVISION is not a valid revision: {detail}")]
+    #[error("node {}: node metadata REVISION is not a valid revision: {detail}", echo(.node_id))]
     BadRevision {
         /// Node id of the proxy.
         node_id: String,
@@ -123,8 +165,9 @@ pub enum Rejection {
     },
     /// The proxy belongs to another revision.
     #[error(
-        "node {node_id:?} belongs to revision {proxy:?} but this control plane serves revision \
-         {server:?}; point the proxy at the {proxy} control plane or re-inject it for {server}"
+        "node {} belongs to revision {proxy:?} but this control plane serves revision \
+         {server:?}; point the proxy at the {proxy} control plane or re-inject it for {server}",
+        echo(.node_id)
     )]
     RevisionMismatch {
         /// Node id of the proxy.
@@ -141,16 +184,31 @@ impl Rejection {
     pub fn reason(&self) -> &'static str {
         match self {
             Rejection::MissingNode => "missing_node",
+            Rejection::OversizedNode { .. } => "oversized_node",
             Rejection::BadRevision { .. } => "bad_revision",
             Rejection::RevisionMismatch { .. } => "revision_mismatch",
         }
     }
 
-    /// Node id the rejection is about (empty when there was no node).
+    /// Node id the rejection is about, quoted for a log line and cut short.
+    pub fn node(&self) -> Echo<'_> {
+        match self {
+            Rejection::OversizedNode {
+                node_id,
+                node_id_bytes,
+                ..
+            } => echo(node_id).of_total(*node_id_bytes),
+            _ => echo(self.node_id()),
+        }
+    }
+
+    /// Node id the rejection is about (empty when there was no node; only its start when
+    /// the node was refused as oversized).
     pub fn node_id(&self) -> &str {
         match self {
             Rejection::MissingNode => "",
-            Rejection::BadRevision { node_id, .. }
+            Rejection::OversizedNode { node_id, .. }
+            | Rejection::BadRevision { node_id, .. }
             | Rejection::RevisionMismatch { node_id, .. } => node_id,
         }
     }
@@ -158,9 +216,9 @@ impl Rejection {
     /// The gRPC status a refused stream ends with.
     pub fn to_status(&self) -> tonic::Status {
         match self {
-            Rejection::MissingNode | Rejection::BadRevision { .. } => {
-                tonic::Status::invalid_argument(self.to_string())
-            }
+            Rejection::MissingNode
+            | Rejection::OversizedNode { .. }
+            | Rejection::BadRevision { .. } => tonic::Status::invalid_argument(self.to_string()),
             Rejection::RevisionMismatch { .. } => {
                 tonic::Status::permission_denied(self.to_string())
             }
@@ -208,8 +266,9 @@ impl RevisionGate {
     }
 }
 
-/// Reads the identity of a proxy from its node, validating `REVISION`.
+/// Reads the identity of a proxy from its node, validating sizes and `REVISION`.
 pub fn identity_of(node: &Node) -> Result<ProxyIdentity, Rejection> {
+    check_sizes(node)?;
     let metadata = node.metadata.as_ref();
     let revision = match metadata.and_then(|m| m.fields.get(REVISION_KEY)) {
         None => Revision::default_revision(),
@@ -246,6 +305,46 @@ pub fn identity_of(node: &Node) -> Result<ProxyIdentity, Rejection> {
     })
 }
 
+/// Refuses a node whose id, cluster or read metadata values are over their limits, before
+/// anything of it is copied.
+fn check_sizes(node: &Node) -> Result<(), Rejection> {
+    let oversized = |field: String, bytes: usize, limit: usize| Rejection::OversizedNode {
+        node_id: cut(&node.id, ECHO_BYTES).to_string(),
+        node_id_bytes: node.id.len(),
+        field,
+        bytes,
+        limit,
+    };
+    if node.id.len() > MAX_NODE_ID_BYTES {
+        return Err(oversized(
+            "node id".to_string(),
+            node.id.len(),
+            MAX_NODE_ID_BYTES,
+        ));
+    }
+    if node.cluster.len() > MAX_NODE_VALUE_BYTES {
+        return Err(oversized(
+            "node cluster".to_string(),
+            node.cluster.len(),
+            MAX_NODE_VALUE_BYTES,
+        ));
+    }
+    let metadata = node.metadata.as_ref();
+    for key in READ_METADATA {
+        if let Some(Kind::StringValue(s)) = metadata.and_then(|m| m.fields.get(key)?.kind.as_ref())
+        {
+            if s.len() > MAX_NODE_VALUE_BYTES {
+                return Err(oversized(
+                    format!("metadata {key}"),
+                    s.len(),
+                    MAX_NODE_VALUE_BYTES,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn string_field(metadata: Option<&Struct>, key: &str) -> Option<String> {
     match metadata?.fields.get(key)?.kind.as_ref()? {
         Kind::StringValue(s) => Some(s.clone()),
@@ -254,146 +353,4 @@ fn string_field(metadata: Option<&Struct>, key: &str) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use envoy_types::pb::google::protobuf::Value;
-
-    fn node(id: &str, fields: &[(&str, Kind)]) -> Node {
-        Node {
-            id: id.to_string(),
-            metadata: Some(Struct {
-                fields: fields
-                    .iter()
-                    .map(|(k, v)| {
-                        (
-                            k.to_string(),
-                            Value {
-                                kind: Some(v.clone()),
-                            },
-                        )
-                    })
-                    .collect(),
-            }),
-            ..Default::default()
-        }
-    }
-
-    fn s(v: &str) -> Kind {
-        Kind::StringValue(v.to_string())
-    }
-
-    #[test]
-    fn revision_names_follow_dns_1123_labels() {
-        for ok in [
-            "stable",
-            "canary",
-            "1-25-0",
-            "default",
-            "a",
-            &"a".repeat(63),
-        ] {
-            assert!(ok.parse::<Revision>().is_ok(), "{ok} should be valid");
-        }
-        for bad in [
-            "",
-            "Canary",
-            "-a",
-            "a-",
-            "a.b",
-            "a_b",
-            &"a".repeat(64),
-            "rev 1",
-        ] {
-            let err = bad.parse::<Revision>().unwrap_err();
-            assert!(err.to_string().contains("DNS-1123"), "{err}");
-        }
-    }
-
-    #[test]
-    fn gate_admits_own_revision_and_reads_metadata() {
-        let gate = RevisionGate::new("canary".parse().unwrap());
-        let n = node(
-            "sidecar~10.0.0.1~a.shop~shop.svc.cluster.local",
-            &[
-                ("REVISION", s("canary")),
-                ("NAMESPACE", s("shop")),
-                ("POD_NAME", s("a")),
-            ],
-        );
-        let id = gate.admit(Some(&n)).unwrap();
-        assert_eq!(id.revision.as_str(), "canary");
-        assert_eq!(id.namespace.as_deref(), Some("shop"));
-        assert_eq!(id.pod_name.as_deref(), Some("a"));
-        assert_eq!(id.service_account, None);
-    }
-
-    #[test]
-    fn gate_outcomes_match_the_contract() {
-        let gate = RevisionGate::new("canary".parse().unwrap());
-        let missing = gate.admit(None).unwrap_err();
-        assert_eq!(missing.reason(), "missing_node");
-        assert_eq!(missing.to_status().code(), tonic::Code::InvalidArgument);
-
-        let bad = gate
-            .admit(Some(&node("n1", &[("REVISION", s("Not_Valid"))])))
-            .unwrap_err();
-        assert_eq!(bad.reason(), "bad_revision");
-        assert_eq!(bad.to_status().code(), tonic::Code::InvalidArgument);
-
-        let not_string = gate
-            .admit(Some(&node("n1", &[("REVISION", Kind::NumberValue(1.0))])))
-            .unwrap_err();
-        assert_eq!(not_string.reason(), "bad_revision");
-
-        let other = gate
-            .admit(Some(&node("n2", &[("REVISION", s("stable"))])))
-            .unwrap_err();
-        assert_eq!(other.reason(), "revision_mismatch");
-        let status = other.to_status();
-        assert_eq!(status.code(), tonic::Code::PermissionDenied);
-        for part in ["n2", "stable", "canary"] {
-            assert!(status.message().contains(part), "{}", status.message());
-        }
-    }
-
-    #[test]
-    fn proxyless_clients_are_told_apart_from_envoys() {
-        let gate = RevisionGate::new(Revision::default_revision());
-        let envoy = Node {
-            user_agent_name: "envoy".into(),
-            ..node("e", &[("INTERCEPTION_MODE", s("NONE"))])
-        };
-        let id = gate.admit(Some(&envoy)).unwrap();
-        assert!(!id.proxyless);
-        assert_eq!(id.interception_mode.as_deref(), Some("NONE"));
-        let grpc = Node {
-            user_agent_name: "gRPC Python".into(),
-            ..node("g", &[])
-        };
-        assert!(gate.admit(Some(&grpc)).unwrap().proxyless);
-        assert!(
-            gate.admit(Some(&node("m", &[("GENERATOR", s("grpc"))])))
-                .unwrap()
-                .proxyless
-        );
-    }
-
-    #[test]
-    fn missing_revision_means_default() {
-        let canary = RevisionGate::new("canary".parse().unwrap());
-        let unlabeled = node("n3", &[]);
-        let err = canary.admit(Some(&unlabeled)).unwrap_err();
-        assert!(matches!(err, Rejection::RevisionMismatch { ref proxy, .. } if proxy == "default"));
-        let default = RevisionGate::new(Revision::default_revision());
-        assert!(default.admit(Some(&unlabeled)).is_ok());
-    }
-
-    #[test]
-    fn recheck_allows_absent_node_and_refuses_a_switch() {
-        let gate = RevisionGate::new("canary".parse().unwrap());
-        assert!(gate.recheck(None).is_ok());
-        assert!(gate
-            .recheck(Some(&node("n", &[("REVISION", s("stable"))])))
-            .is_err());
-    }
-}
+mod tests;

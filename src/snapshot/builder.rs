@@ -166,7 +166,7 @@ impl SnapshotBuilder {
         let model =
             OutboundModel::new(admitted_services(catalog).map(|s| s.object()), &mesh.domain);
         if let Some(views) = &self.views {
-            if views.model().content_hash() == model.content_hash() {
+            if views.content_hash() == model.content_hash() {
                 return views.clone();
             }
         }
@@ -234,11 +234,11 @@ mod tests {
         let mut c = catalog(100);
         let first = builder.build(1, &c);
         // 100 clusters + 100 assignments, PassthroughCluster and BlackHoleCluster, the
-        // default listeners (virtualOutbound, 0.0.0.0_80) and routes ("80", and one per
-        // service for proxyless clients).
-        assert_eq!(encodes.get(), 200 + 2 + 2 + 101);
+        // default listeners (virtualOutbound, 0.0.0.0_80; and 127.0.0.1_80 of NONE mode) and
+        // routes ("80", and one per service for proxyless clients).
+        assert_eq!(encodes.get(), 200 + 2 + 3 + 101);
         let same = builder.build(2, &c);
-        assert_eq!(encodes.get(), 305, "nothing changed: nothing encoded");
+        assert_eq!(encodes.get(), 306, "nothing changed: nothing encoded");
         assert_eq!(
             first.resources(ResourceType::Endpoint),
             same.resources(ResourceType::Endpoint)
@@ -254,7 +254,7 @@ mod tests {
         let changed = builder.build(3, &c);
         assert_eq!(
             encodes.get(),
-            306,
+            307,
             "one assignment changed: it alone is encoded, once"
         );
         let name = "outbound|80||s8.shop.svc.cluster.local";

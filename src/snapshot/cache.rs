@@ -9,6 +9,11 @@ use std::sync::{Mutex, MutexGuard};
 pub struct Cache<T>(Mutex<T>);
 
 impl<T> Cache<T> {
+    /// A cache starting from `value`.
+    pub fn new(value: T) -> Self {
+        Cache(Mutex::new(value))
+    }
+
     /// The cached state. A panic while it was held leaves a cache, which is still usable.
     pub fn lock(&self) -> MutexGuard<'_, T> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())

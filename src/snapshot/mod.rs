@@ -234,6 +234,13 @@ impl Snapshot {
                 self.types[kind.index()] = r;
             }
         }
+        // NONE mode's listeners too, whoever connects: their conflicts (two TCP services on
+        // one port) are reported as soon as the config has them, not when a proxy asks.
+        let none = views::View {
+            interception: Some(Arc::from("NONE")),
+            ..Default::default()
+        };
+        views.resources(ResourceType::Listener, &none, &self.mesh);
         self.views = Some(views);
         self.proxyless_clusters = proxyless_clusters;
         self

@@ -8,7 +8,7 @@
 //! every stream with the same key. A [`Views`] lives as long as the model is unchanged, so an
 //! endpoint change (a new snapshot, the same model) encodes no listener or route again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus_client::metrics::counter::Counter;
@@ -105,8 +105,15 @@ struct Variant {
 #[derive(Debug)]
 pub struct Views {
     model: Arc<OutboundModel>,
+    /// The model's content hash, computed once.
+    hash: u64,
+    /// Namespaces that have a service in the model: only their proxies see short names, so
+    /// every other namespace shares the variant of no namespace.
+    namespaces: HashSet<String>,
     encodes: Counter,
     memo: Mutex<HashMap<Key, Arc<OnceLock<Arc<Variant>>>>>,
+    /// Conflicts already logged (each once per model, whatever the number of variants).
+    logged: Mutex<HashSet<Conflict>>,
 }
 
 /// One variant as `/debug/config` shows it.
@@ -124,15 +131,41 @@ impl Views {
     /// The views of `model`, counting encodes in `encodes`.
     pub fn new(model: Arc<OutboundModel>, encodes: Counter) -> Views {
         Views {
+            hash: model.content_hash(),
+            namespaces: model.ports.iter().map(|p| p.namespace.clone()).collect(),
             model,
             encodes,
             memo: Mutex::new(HashMap::new()),
+            logged: Mutex::new(HashSet::new()),
         }
     }
 
     /// The model the views are built from.
     pub fn model(&self) -> &OutboundModel {
         &self.model
+    }
+
+    /// The model's content hash.
+    pub fn content_hash(&self) -> u64 {
+        self.hash
+    }
+
+    /// The variants built so far.
+    pub fn len(&self) -> usize {
+        self.memo.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether no variant was built yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A namespace without services sees what a proxy of no namespace sees.
+    fn relevant(&self, namespace: &Option<Arc<str>>) -> Option<Arc<str>> {
+        namespace
+            .as_ref()
+            .filter(|n| self.namespaces.contains(&***n))
+            .cloned()
     }
 
     /// The resources of `kind` a proxy with `view` is served (`None` for CDS and EDS, which
@@ -143,7 +176,11 @@ impl Views {
         view: &View,
         mesh: &MeshConfig,
     ) -> Option<Arc<Resources>> {
-        let key = view.key(kind, mesh)?;
+        let key = match view.key(kind, mesh)? {
+            Key::Routes(ns) => Key::Routes(self.relevant(&ns)),
+            Key::ProxylessListeners(ns) => Key::ProxylessListeners(self.relevant(&ns)),
+            key => key,
+        };
         Some(self.variant(key).resources.clone())
     }
 
@@ -194,9 +231,19 @@ impl Views {
                 (encoded.collect(), conflicts)
             }
         };
+        let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
         for c in &conflicts {
-            tracing::warn!(variant = %key, listener = %c.listener, kept = %c.kept, dropped = %c.dropped, "left out of the config: {}", c.reason);
+            if logged.insert(c.clone()) {
+                tracing::warn!(
+                    listener = %c.listener,
+                    kept = %c.kept,
+                    dropped = %c.dropped,
+                    "left out of the config: {}",
+                    c.reason
+                );
+            }
         }
+        drop(logged);
         Variant {
             resources: Arc::new(Resources::new(by_name)),
             conflicts,
@@ -231,5 +278,92 @@ impl Views {
             .collect();
         out.sort_by(|a, b| a.key.cmp(&b.key));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::build::service;
+    use crate::catalog::{Catalog, Object};
+    use crate::snapshot::builder::SnapshotBuilder;
+
+    type Ports<'a> = &'a [(&'a str, u16)];
+
+    fn snapshot(services: &[(&str, &str, Ports)]) -> crate::snapshot::Snapshot {
+        let mut catalog = Catalog::default();
+        for (ns, name, ports) in services {
+            catalog.apply(Object::Service(service(ns, name, ports)));
+        }
+        SnapshotBuilder::new(Counter::default()).build(1, &catalog)
+    }
+
+    fn view(namespace: &str) -> View {
+        View {
+            namespace: Some(Arc::from(namespace)),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn namespaces_without_services_share_one_route_variant() {
+        let s = snapshot(&[("shop", "web", &[("http", 80)])]);
+        let routes = |v: &View| s.resources_for(ResourceType::Route, v);
+        let none = routes(&View::default());
+        assert!(Arc::ptr_eq(&routes(&view("empty-1")), &none));
+        assert!(Arc::ptr_eq(&routes(&view("empty-2")), &none));
+        assert!(
+            !Arc::ptr_eq(&routes(&view("shop")), &none),
+            "shop's proxies see the short name web"
+        );
+        let keys: Vec<String> = s
+            .views()
+            .unwrap()
+            .status()
+            .iter()
+            .map(|v| v.key.clone())
+            .collect();
+        assert_eq!(
+            keys.iter().filter(|k| k.starts_with("routes")).count(),
+            2,
+            "{keys:?}"
+        );
+    }
+
+    #[test]
+    fn conflicts_are_reported_before_any_proxy_asks() {
+        let s = snapshot(&[
+            ("shop", "a", &[("tcp-db", 5432)]),
+            ("shop", "b", &[("tcp-db", 5432)]),
+        ]);
+        let conflicts: Vec<Conflict> = s
+            .views()
+            .unwrap()
+            .status()
+            .into_iter()
+            .flat_map(|v| v.conflicts)
+            .collect();
+        assert!(
+            conflicts.iter().any(|c| c.listener == "127.0.0.1_5432"
+                && c.kept.starts_with("shop/a")
+                && c.dropped.starts_with("shop/b")),
+            "{conflicts:?}"
+        );
+    }
+
+    #[test]
+    fn an_unchanged_model_keeps_its_views_across_snapshots() {
+        let mut catalog = Catalog::default();
+        catalog.apply(Object::Service(service("shop", "web", &[("http", 80)])));
+        let mut builder = SnapshotBuilder::new(Counter::default());
+        let first = builder.build(1, &catalog);
+        let again = builder.build(2, &catalog);
+        assert!(Arc::ptr_eq(first.views().unwrap(), again.views().unwrap()));
+        catalog.apply(Object::Service(service("shop", "api", &[("http", 80)])));
+        let changed = builder.build(3, &catalog);
+        assert!(!Arc::ptr_eq(
+            first.views().unwrap(),
+            changed.views().unwrap()
+        ));
     }
 }

@@ -3,82 +3,87 @@
 //! Each scan reads all files and sends one atomic [`CatalogEvent::Reset`]. A file that does
 //! not parse, or holds an invalid object, is reported (path, document index, reason) and its
 //! **last good content keeps being used**; a file never seen good contributes nothing. The
-//! task never exits or panics on bad input.
+//! task never exits or panics on bad input, and reads and parses off the async runtime.
+//!
+//! A new content of a file is taken only on evidence that it is complete (see
+//! [`DirSource::scan`]): a file being written is never served half-written. A file is read
+//! at most `--max-manifest-bytes`, and parsed once per content.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use notify::{RecursiveMode, Watcher};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
-use serde::Deserialize;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-
-use super::{convert, SourceError, SourceStatus};
-use crate::catalog::{CatalogEvent, Object, ObjectRef};
-use crate::readiness::ReadyGuard;
+use super::{convert, manifest, SourceError};
+use crate::catalog::{Object, ObjectRef};
 use crate::revision::Revision;
 
-/// Namespace given to namespaced objects whose manifest names none (as `kubectl` does).
-const DEFAULT_NAMESPACE: &str = "default";
+mod files;
+mod metrics;
+mod run;
+mod watch;
 
-/// How long to wait after a file event for the rest of an editor's writes; a changed file is
-/// taken once it read the same on two scans this far apart.
+use files::{manifest_paths, read_bounded, FileId, Reading};
+pub use metrics::DirMetrics;
+pub use run::run;
+pub use watch::{Hints, WriteHint};
+
+/// How long to wait after a file event for the rest of a burst of writes; also how far
+/// apart the two equal readings of a file written in place must be.
 const SETTLE: Duration = Duration::from_millis(50);
 
-/// How long a file that lost all its objects must hold still before that counts.
-const EMPTIED_HOLD: Duration = Duration::from_secs(1);
+/// How long a new content must hold still when nothing shows it is complete (no file
+/// events), or when a writer closed it but it drops objects the file serves.
+pub const SLOW_WRITE_HOLD: Duration = Duration::from_secs(2);
 
-/// Metrics of the directory source.
-#[derive(Clone, Debug, Default)]
-pub struct DirMetrics {
-    invalid: Gauge,
-    errors: Counter,
-    scans: Counter,
+/// How long a content may wait for a writer that keeps the file open before it is taken.
+pub const OPEN_WRITER_HOLD: Duration = Duration::from_secs(10);
+
+/// Settings of the directory source.
+#[derive(Clone, Debug)]
+pub struct DirOptions {
+    /// Scan everything this often even without file events (zero: never).
+    pub rescan_interval: Duration,
+    /// Larger files are refused unread.
+    pub max_file_bytes: u64,
 }
 
-impl DirMetrics {
-    /// Registers the metrics.
-    pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "source_invalid_documents",
-            "Manifest files or documents currently rejected (their last good content is served)",
-            self.invalid.clone(),
-        );
-        registry.register(
-            "source_errors",
-            "Problems found in source input, counted when they first appear",
-            self.errors.clone(),
-        );
-        registry.register(
-            "source_scans",
-            "Scans of the manifest directory",
-            self.scans.clone(),
-        );
-    }
+/// The content of a file in force (served when good, reported when bad).
+struct Taken {
+    hash: u64,
+    id: FileId,
+    errors: Vec<SourceError>,
+}
+
+/// A new content seen but not taken yet, parsed once.
+struct Candidate {
+    hash: u64,
+    id: FileId,
+    since: Instant,
+    readings: u32,
+    parsed: Result<Vec<Object>, Vec<SourceError>>,
 }
 
 #[derive(Default)]
 struct FileState {
-    /// Objects of the last good read of this file.
+    /// Objects of the last good content.
     good: Vec<Object>,
-    /// Problems of the latest read, if it was bad.
-    errors: Vec<SourceError>,
-    /// Hash of the content last taken: an unchanged file is not parsed again.
-    content_hash: Option<u64>,
-    /// A new content seen once, and since when: taken when seen again unchanged.
-    pending: Option<(u64, std::time::Instant)>,
+    taken: Option<Taken>,
+    candidate: Option<Candidate>,
+    /// Why the file could not be read at the latest look (its last good content stays).
+    problem: Option<SourceError>,
+    /// Gone from the directory since: dropped once gone on two scans.
+    missing: Option<Instant>,
 }
 
 /// Reads a manifest directory and remembers the last good content of every file.
 pub struct DirSource {
     root: PathBuf,
     mesh_config_map: String,
+    max_file_bytes: u64,
     files: BTreeMap<PathBuf, FileState>,
     scanned: bool,
+    /// File contents parsed so far (each new content once).
+    parses: u64,
 }
 
 /// What one scan found.
@@ -90,94 +95,198 @@ pub struct Scan {
     pub errors: Vec<SourceError>,
     /// False when the directory itself could not be read (nothing was learnt).
     pub complete: bool,
-    /// Some file changed but has not held still yet: scan again shortly.
-    pub unsettled: bool,
+    /// Some change is not taken yet: scan again after this long (or on a file event).
+    pub recheck: Option<Duration>,
+    /// Files whose new content is not taken yet.
+    pub pending: usize,
+    /// File contents parsed by this scan.
+    pub parsed: u64,
 }
 
 impl DirSource {
     /// A source for `root` serving `revision`; nothing is read until [`DirSource::scan`].
-    pub fn new(root: impl Into<PathBuf>, revision: &Revision) -> Self {
+    pub fn new(root: impl Into<PathBuf>, revision: &Revision, max_file_bytes: u64) -> Self {
         DirSource {
             root: root.into(),
             mesh_config_map: convert::mesh_config_map_name(revision),
+            max_file_bytes,
             files: BTreeMap::new(),
             scanned: false,
+            parses: 0,
         }
     }
 
-    /// Reads every manifest file again and parses those whose content changed and has held
-    /// still since the previous scan (a file caught mid-write is not taken; see
-    /// [`Scan::unsettled`]). The first scan takes every file as it is.
-    pub fn scan(&mut self) -> Scan {
+    /// Reads every manifest file again (blocking). The first scan takes every file as it
+    /// is; later, a new content is taken (served if good, reported if bad) when:
+    ///
+    /// - it was renamed into place ([`WriteHint::MovedIn`], or another file now has the
+    ///   path): at once;
+    /// - the writer closed it ([`WriteHint::Closed`]) and it read the same twice, [`SETTLE`]
+    ///   apart, unless it drops objects the file serves: those wait for
+    ///   [`SLOW_WRITE_HOLD`];
+    /// - a writer still has it open ([`WriteHint::Writing`]): once it closes, or after
+    ///   [`OPEN_WRITER_HOLD`] unchanged;
+    /// - nothing is known (no events: polling, events lost): after [`SLOW_WRITE_HOLD`]
+    ///   unchanged.
+    ///
+    /// A file that is gone is dropped when gone on two scans; one replaced by a directory
+    /// or anything but a regular file keeps its last good content and is reported.
+    pub fn scan(&mut self, hints: &Hints) -> Scan {
         let first = !self.scanned;
         self.scanned = true;
+        let now = Instant::now();
         let mut errors = Vec::new();
-        let paths = match manifest_files(&self.root, &mut errors) {
+        let paths = match manifest_paths(&self.root, &mut errors) {
             Ok(paths) => paths,
             Err(e) => {
                 // The directory itself is unreadable: keep everything we had.
                 errors.push(SourceError {
                     path: self.root.display().to_string(),
                     document: None,
-                    reason: format!("cannot read the manifest directory: {e}"),
+                    reason: format!(
+                        "cannot read the manifest directory ({e}); its last good content stays served until it is back"
+                    ),
                 });
                 let mut scan = self.collect(errors);
                 scan.complete = false;
                 return scan;
             }
         };
-        self.files.retain(|p, _| paths.contains(p));
-        let mut unsettled = false;
-        for path in paths {
-            let state = self.files.entry(path.clone()).or_default();
-            let text = match std::fs::read_to_string(&path) {
-                Ok(text) => text,
-                Err(e) => {
-                    state.content_hash = None;
-                    state.errors = vec![SourceError {
-                        path: path.display().to_string(),
-                        document: None,
-                        reason: format!("cannot read: {e}"),
-                    }];
-                    continue;
-                }
-            };
-            let hash = xxhash_rust::xxh3::xxh3_64(text.as_bytes());
-            if Some(hash) == state.content_hash {
-                state.pending = None;
-                continue;
+        let parses = self.parses;
+        let mut recheck: Option<Duration> = None;
+        let mut soon = |d: Duration| recheck = Some(recheck.map_or(d, |r| r.min(d)));
+        let listed: HashSet<&PathBuf> = paths.iter().collect();
+        self.files.retain(|path, state| {
+            if listed.contains(path) {
+                return true;
             }
-            let parsed = parse_file(&path, &text, &self.mesh_config_map);
-            // A file that had objects and now has none is usually being rewritten
-            // (`> file` truncates first): it must hold still longer before it counts.
-            let emptied = !state.good.is_empty() && matches!(&parsed, Ok(o) if o.is_empty());
-            let hold = if emptied {
-                EMPTIED_HOLD
-            } else {
-                Duration::ZERO
-            };
-            let settled = first
-                || matches!(state.pending, Some((h, since)) if h == hash && since.elapsed() >= hold);
-            if !settled {
-                if state.pending.is_none_or(|(h, _)| h != hash) {
-                    state.pending = Some((hash, std::time::Instant::now()));
-                }
-                unsettled = true;
-                continue;
+            let since = *state.missing.get_or_insert(now);
+            let gone = first || now.duration_since(since) >= SETTLE;
+            if !gone {
+                soon(SETTLE);
             }
-            state.pending = None;
-            state.content_hash = Some(hash);
-            match parsed {
-                Ok(objects) => {
-                    state.good = objects;
-                    state.errors.clear();
-                }
-                Err(file_errors) => state.errors = file_errors,
+            !gone
+        });
+        for path in &paths {
+            if let Some(wait) = self.look_at(path, hints.get(path), first, now, hints) {
+                soon(wait);
             }
         }
         let mut scan = self.collect(errors);
-        scan.unsettled = unsettled;
+        scan.recheck = recheck;
+        scan.pending = self
+            .files
+            .values()
+            .filter(|f| f.candidate.is_some())
+            .count();
+        scan.parsed = self.parses - parses;
         scan
+    }
+
+    /// Reads one listed path; returns when to look again if its new content is not taken.
+    fn look_at(
+        &mut self,
+        path: &Path,
+        hint: Option<WriteHint>,
+        first: bool,
+        now: Instant,
+        hints: &Hints,
+    ) -> Option<Duration> {
+        let at = |reason: String| SourceError {
+            path: path.display().to_string(),
+            document: None,
+            reason,
+        };
+        let read = read_bounded(path, self.max_file_bytes);
+        let known = self.files.get(path).is_some_and(|f| f.taken.is_some());
+        let (bytes, id) = match read {
+            Ok(Reading::Content(bytes, id)) => (bytes, id),
+            // A directory named like a manifest that never was one is just a directory.
+            Ok(Reading::Directory) if !known => return None,
+            other => {
+                let reason = match other {
+                    Ok(Reading::Directory) => "was a manifest file and is now a directory; its last good content stays served until it is a file again or removed".to_string(),
+                    Ok(Reading::Special) => "is not a regular file (a pipe, socket or device), so it is not read; its last good content, if any, stays served".to_string(),
+                    Ok(Reading::TooBig(len)) => format!(
+                        "is {len} bytes, more than --max-manifest-bytes ({}); refused unread (split it, or raise the limit); its last good content stays served",
+                        self.max_file_bytes
+                    ),
+                    Err(e) => format!("cannot read ({e}); its last good content stays served"),
+                    Ok(Reading::Content(..)) => unreachable!("matched above"),
+                };
+                let state = self.files.entry(path.to_path_buf()).or_default();
+                state.missing = None;
+                state.candidate = None;
+                state.problem = Some(at(reason));
+                return None;
+            }
+        };
+        let state = self.files.entry(path.to_path_buf()).or_default();
+        state.missing = None;
+        state.problem = None;
+        let hash = xxhash_rust::xxh3::xxh3_64(&bytes);
+        if let Some(taken) = state.taken.as_mut().filter(|t| t.hash == hash) {
+            taken.id = id;
+            state.candidate = None;
+            return None;
+        }
+        let candidate = match &mut state.candidate {
+            Some(c) if c.hash == hash && c.id == id => {
+                c.readings += 1;
+                c
+            }
+            slot => {
+                self.parses += 1;
+                slot.insert(Candidate {
+                    hash,
+                    id,
+                    since: now,
+                    readings: 1,
+                    parsed: manifest::parse(&bytes, &self.mesh_config_map).map_err(|errors| {
+                        errors
+                            .into_iter()
+                            .map(|e| SourceError {
+                                path: path.display().to_string(),
+                                document: e.document,
+                                reason: e.reason,
+                            })
+                            .collect()
+                    }),
+                })
+            }
+        };
+        let held = now.duration_since(candidate.since);
+        let replaced = state.taken.as_ref().is_some_and(|t| t.id != id);
+        let drops = match &candidate.parsed {
+            Ok(objects) => drops_objects(&state.good, objects),
+            Err(_) => false,
+        };
+        let wait = match hint {
+            _ if first => None,
+            Some(WriteHint::MovedIn) => None,
+            None if replaced => None,
+            Some(WriteHint::Closed) if candidate.readings < 2 => Some(SETTLE),
+            Some(WriteHint::Closed) if !drops => None,
+            Some(WriteHint::Writing) => OPEN_WRITER_HOLD.checked_sub(held),
+            Some(WriteHint::Closed) | None => SLOW_WRITE_HOLD.checked_sub(held),
+        }
+        .filter(|w| !w.is_zero());
+        if wait.is_some() {
+            return wait;
+        }
+        let candidate = state.candidate.take().expect("inserted above");
+        let errors = match candidate.parsed {
+            Ok(objects) => {
+                state.good = objects;
+                Vec::new()
+            }
+            Err(errors) => errors,
+        };
+        state.taken = Some(Taken { hash, id, errors });
+        if let Some(hint) = hint {
+            hints.consume(path, hint);
+        }
+        None
     }
 
     fn collect(&self, mut errors: Vec<SourceError>) -> Scan {
@@ -198,229 +307,26 @@ impl DirSource {
                 }
             }
             objects.extend(state.good.iter().cloned());
-            errors.extend(state.errors.iter().cloned());
+            match &state.problem {
+                Some(problem) => errors.push(problem.clone()),
+                None => errors.extend(state.taken.iter().flat_map(|t| t.errors.iter().cloned())),
+            }
         }
         Scan {
             objects,
             errors,
             complete: true,
-            unsettled: false,
+            recheck: None,
+            pending: 0,
+            parsed: 0,
         }
     }
 }
 
-/// Runs the source until `shutdown`: an initial scan, then a scan after every change. `ready`
-/// is dropped once the first complete scan is queued.
-pub async fn run(
-    root: PathBuf,
-    revision: Revision,
-    events: mpsc::Sender<CatalogEvent>,
-    status: SourceStatus,
-    metrics: DirMetrics,
-    shutdown: CancellationToken,
-    ready: ReadyGuard,
-) {
-    let mut ready = Some(ready);
-    let (wake_tx, mut wake) = mpsc::channel::<()>(1);
-    // Held here so the channel stays open even when the watcher (and its sender) is gone.
-    let _wake_tx = wake_tx.clone();
-    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        // Reads (ours included) raise access events; only changes matter.
-        if res.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
-            // A full channel already holds a wake-up; dropping this one loses nothing.
-            let _ = wake_tx.try_send(());
-        }
-    })
-    .and_then(|mut w| w.watch(&root, RecursiveMode::Recursive).map(|_| w));
-    let _watcher = match watcher {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::error!(dir = %root.display(), error = %e, "cannot watch the manifest directory; rescanning every 5 s instead");
-            None
-        }
-    };
-    let mut source = DirSource::new(root, &revision);
-    let mut last_sent: Option<Vec<Object>> = None;
-    let mut last_errors: Vec<SourceError> = Vec::new();
-    loop {
-        let scan = source.scan();
-        metrics.scans.inc();
-        let retry_after = if !scan.complete && last_sent.is_none() {
-            // Nothing learnt yet: never report an unreadable directory as an empty mesh.
-            Some(Duration::from_secs(1))
-        } else if scan.unsettled {
-            Some(SETTLE)
-        } else if _watcher.is_none() {
-            Some(Duration::from_secs(5))
-        } else {
-            None
-        };
-        for e in scan.errors.iter().filter(|e| !last_errors.contains(e)) {
-            metrics.errors.inc();
-            tracing::warn!(error = %e, "manifest rejected; its last good content stays served");
-        }
-        metrics.invalid.set(scan.errors.len() as i64);
-        status.set_errors("dir", scan.errors.clone());
-        last_errors = scan.errors;
-        if (scan.complete || last_sent.is_some()) && last_sent.as_ref() != Some(&scan.objects) {
-            let first = last_sent.is_none();
-            last_sent = Some(scan.objects.clone());
-            if events
-                .send(CatalogEvent::Reset(scan.objects))
-                .await
-                .is_err()
-            {
-                return;
-            }
-            if first {
-                // Queued above: the publisher finds it when it sees the guard gone.
-                drop(ready.take());
-            }
-        }
-        let rescan = async {
-            match retry_after {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = wake.recv() => tokio::time::sleep(SETTLE).await,
-            _ = rescan => {}
-        }
-        while wake.try_recv().is_ok() {}
-    }
-}
-
-/// Every `*.yaml` / `*.yml` below `root` (hidden entries and symlinked directories skipped).
-/// An unreadable subdirectory or entry is reported in `errors` and skipped; only an
-/// unreadable `root` is an error.
-fn manifest_files(root: &Path, errors: &mut Vec<SourceError>) -> std::io::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if dir == root => return Err(e),
-            Err(e) => {
-                errors.push(SourceError {
-                    path: dir.display().to_string(),
-                    document: None,
-                    reason: format!("cannot read this directory, skipped: {e}"),
-                });
-                continue;
-            }
-        };
-        for entry in entries {
-            let Ok(entry) = entry else { continue };
-            let path = entry.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if name.starts_with('.') {
-                continue; // editor swap files, hidden directories
-            }
-            // file_type() does not follow symlinks: a symlinked directory is not walked (no
-            // loops); a symlinked file is read like any file.
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            if kind.is_dir() {
-                dirs.push(path);
-            } else if name.ends_with(".yaml") || name.ends_with(".yml") {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Parses one file: all its objects, or every problem found in it.
-fn parse_file(
-    path: &Path,
-    text: &str,
-    mesh_config_map: &str,
-) -> Result<Vec<Object>, Vec<SourceError>> {
-    let at = |document: Option<usize>, reason: String| SourceError {
-        path: path.display().to_string(),
-        document,
-        reason,
-    };
-    let mut objects = Vec::new();
-    let mut errors = Vec::new();
-    for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let value = match serde_yaml_ng::Value::deserialize(document) {
-            Ok(v) => v,
-            Err(e) => {
-                errors.push(at(Some(index), format!("not valid YAML: {e}")));
-                break; // the parser cannot resynchronise after a syntax error
-            }
-        };
-        match read_object(value, mesh_config_map) {
-            Ok(Some(object)) => objects.push(object),
-            Ok(None) => {}
-            Err(reason) => errors.push(at(Some(index), reason)),
-        }
-    }
-    if errors.is_empty() {
-        Ok(objects)
-    } else {
-        Err(errors)
-    }
-}
-
-/// One YAML document to an object; `None` for empty documents and kinds we do not use.
-/// The ConfigMap named `mesh_config_map` (any namespace) is the revision's mesh config.
-fn read_object(
-    value: serde_yaml_ng::Value,
-    mesh_config_map: &str,
-) -> Result<Option<Object>, String> {
-    if value.is_null() {
-        return Ok(None);
-    }
-    let field = |k: &str| value.get(k).and_then(|v| v.as_str()).map(str::to_string);
-    let (Some(api_version), Some(kind)) = (field("apiVersion"), field("kind")) else {
-        return Err("not a Kubernetes object: apiVersion and kind are required".to_string());
-    };
-    let object = match (api_version.as_str(), kind.as_str()) {
-        ("v1", "Namespace") => Object::Namespace(
-            convert::namespace(&decode(value, &kind)?).map_err(|e| invalid(&kind, e))?,
-        ),
-        ("v1", "Service") => Object::Service(
-            convert::service(&decode(value, &kind)?, DEFAULT_NAMESPACE)
-                .map_err(|e| invalid(&kind, e))?,
-        ),
-        ("discovery.k8s.io/v1", "EndpointSlice") => Object::EndpointSlice(
-            convert::endpoint_slice(&decode(value, &kind)?, DEFAULT_NAMESPACE)
-                .map_err(|e| invalid(&kind, e))?,
-        ),
-        ("v1", "ConfigMap")
-            if value
-                .get("metadata")
-                .and_then(|m| m.get("name"))
-                .and_then(|n| n.as_str())
-                == Some(mesh_config_map) =>
-        {
-            Object::Mesh(
-                convert::mesh_config(&decode(value, &kind)?).map_err(|e| invalid(&kind, e))?,
-            )
-        }
-        _ => {
-            tracing::debug!(%api_version, %kind, "ignoring a kind revplane does not use");
-            return Ok(None);
-        }
-    };
-    Ok(Some(object))
-}
-
-fn decode<T: serde::de::DeserializeOwned>(
-    value: serde_yaml_ng::Value,
-    kind: &str,
-) -> Result<T, String> {
-    serde_yaml_ng::from_value(value).map_err(|e| format!("invalid {kind}: {e}"))
-}
-
-fn invalid(kind: &str, e: convert::ObjectError) -> String {
-    format!("invalid {kind}: {e}")
+/// True when `new` lacks an object that `old` has (a rewrite in progress looks like this).
+fn drops_objects(old: &[Object], new: &[Object]) -> bool {
+    let kept: HashSet<ObjectRef> = new.iter().map(Object::reference).collect();
+    old.iter().any(|o| !kept.contains(&o.reference()))
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@
 pub mod convert;
 pub mod dir;
 pub mod kube;
+pub mod manifest;
+pub mod yaml;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};

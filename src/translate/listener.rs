@@ -8,7 +8,7 @@
 //! - **REDIRECT** (iptables sends outbound connections to 15001): `virtualOutbound` hands
 //!   each connection by original destination to the listener of exactly `ip:port`, else of
 //!   `0.0.0.0:port`, else keeps it (catch-all to `PassthroughCluster`). HTTP ports get
-//!   `0.0.0.0_<port>` (HTTP inspector, HCM chain for `http/1.1`/`h2c`, passthrough default
+//!   `0.0.0.0_<port>` (HTTP inspector, HCM chain for `http/1.0`/`http/1.1`/`h2c`, passthrough default
 //!   chain); TCP ports get `<clusterIP>_<port>` per virtual IP. None of these bind. A TCP port
 //!   of a service without a virtual IP (headless, ExternalName) has no listener and is
 //!   reported: its connections pass through.
@@ -258,7 +258,11 @@ fn http_wildcard_listener(port: u16) -> Listener {
     let name = listener_name(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
     let http = FilterChain {
         filter_chain_match: Some(FilterChainMatch {
-            application_protocols: vec!["http/1.1".to_string(), "h2c".to_string()],
+            application_protocols: vec![
+                "http/1.0".to_string(),
+                "http/1.1".to_string(),
+                "h2c".to_string(),
+            ],
             transport_protocol: "raw_buffer".to_string(),
             ..Default::default()
         }),

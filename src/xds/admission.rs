@@ -2,7 +2,8 @@
 //!
 //! New streams are admitted at a steady rate (a token bucket with a burst allowance); a stream
 //! that would wait longer than the queue allows is refused with `RESOURCE_EXHAUSTED` and the
-//! proxy retries with its own backoff. At most `push_concurrency` streams have a push in
+//! proxy retries with its own backoff. A stream that stops waiting (its client left) gives
+//! its place back, so departed clients do not push the ones behind them towards refusal. At most `push_concurrency` streams have a push in
 //! flight: a stream takes a permit once its queue has room, keeps it until the proxy has
 //! ACKed or NACKed everything it was sent (or 5 s pass), and holds at most one. So a connect
 //! storm or a fan-out never has more than `push_concurrency` responses built and buffered at
@@ -80,7 +81,8 @@ impl Admission {
         Duration::from_secs(1) / self.limits.new_streams_per_second.max(1)
     }
 
-    /// Waits for this stream's turn, or refuses it when the queue is too long.
+    /// Waits for this stream's turn, or refuses it when the queue is too long. Dropping the
+    /// future before its turn gives the turn back.
     pub async fn admit(&self) -> Result<(), Overloaded> {
         let slot = {
             let mut next = self.next_slot.lock().unwrap_or_else(|p| p.into_inner());
@@ -99,8 +101,22 @@ impl Admission {
             *next = slot + self.interval();
             slot
         };
+        let turn = Turn {
+            admission: self,
+            slot,
+        };
         tokio::time::sleep_until(slot).await;
+        std::mem::forget(turn);
         Ok(())
+    }
+
+    /// A stream that held `slot` stopped waiting: the queue behind it moves up by one turn
+    /// (the next stream to come takes the last queued turn's place).
+    fn give_back(&self, slot: Instant) {
+        let mut next = self.next_slot.lock().unwrap_or_else(|p| p.into_inner());
+        if slot > Instant::now() {
+            *next = next.checked_sub(self.interval()).unwrap_or(*next);
+        }
     }
 
     /// A permit for a push in flight: held by a stream from building its response until the
@@ -111,6 +127,18 @@ impl Admission {
             .acquire_owned()
             .await
             .expect("the push semaphore is never closed")
+    }
+}
+
+/// A reserved turn; given back if the waiting stream goes away before it.
+struct Turn<'a> {
+    admission: &'a Admission,
+    slot: Instant,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.admission.give_back(self.slot);
     }
 }
 
@@ -153,6 +181,42 @@ mod tests {
         assert!((99..=101).contains(&refused), "{refused}");
         assert!(
             results[199].as_ref().unwrap_err().to_status().code() == tonic::Code::ResourceExhausted
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn streams_that_stop_waiting_give_their_turns_back() {
+        let admission = Admission::new(AdmissionLimits {
+            new_streams_per_second: 10,
+            burst: 1,
+            max_wait: Duration::from_secs(1),
+            push_concurrency: 1,
+        });
+        tokio::time::advance(Duration::from_secs(1)).await;
+        admission.admit().await.unwrap(); // the burst
+                                          // A storm: a second's worth queues up, then every one of them leaves.
+        let mut waiting: Vec<_> = (0..10).map(|_| Box::pin(admission.admit())).collect();
+        for w in &mut waiting {
+            let _ = futures::poll!(w.as_mut()); // takes its turn in the queue
+        }
+        drop(waiting);
+        // The next stream is not pushed behind the departed: admitted at the next turn.
+        let start = Instant::now();
+        admission.admit().await.expect("admitted, not refused");
+        assert!(
+            start.elapsed() <= Duration::from_millis(100),
+            "{:?}",
+            start.elapsed()
+        );
+        // And the rate still holds for those that stay.
+        let start = Instant::now();
+        for _ in 0..10 {
+            admission.admit().await.unwrap();
+        }
+        assert!(
+            start.elapsed() >= Duration::from_millis(990),
+            "{:?}",
+            start.elapsed()
         );
     }
 }

@@ -2,8 +2,11 @@
 //!
 //! tonic's generated server re-encodes every response into a per-stream buffer (which then
 //! keeps the capacity of the largest response for the life of the stream); this one routes
-//! the two ADS methods itself, decodes requests with [`wire::RequestDecoder`] and writes each
-//! response as a per-stream head plus the snapshot's shared body ([`wire::response_head`]).
+//! the two ADS methods itself, decodes requests with a [`RequestDecoder`] (within the
+//! first-request limit, the request limit and the server-wide budget of
+//! [`super::request::RequestLimits`]) and
+//! writes each response as a per-stream head plus the snapshot's shared body
+//! ([`super::wire::response_head`]).
 
 use std::convert::Infallible;
 use std::future::{ready, Ready};
@@ -21,7 +24,7 @@ use tokio::sync::mpsc;
 use tonic::server::NamedService;
 use tonic::Status;
 
-use super::wire::RequestDecoder;
+use super::request::{RequestDecoder, RequestError};
 use super::{stream, XdsContext, STREAM_QUEUE};
 
 const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
@@ -57,16 +60,12 @@ pub type Out = mpsc::Sender<Outgoing>;
 #[derive(Clone, Debug)]
 pub struct AdsServer {
     ctx: Arc<XdsContext>,
-    max_request_bytes: usize,
 }
 
 impl AdsServer {
-    /// A service for `ctx`, refusing request messages over `max_request_bytes`.
-    pub fn new(ctx: Arc<XdsContext>, max_request_bytes: usize) -> Self {
-        AdsServer {
-            ctx,
-            max_request_bytes,
-        }
+    /// A service for `ctx`, reading requests within `ctx.requests`.
+    pub fn new(ctx: Arc<XdsContext>) -> Self {
+        AdsServer { ctx }
     }
 }
 
@@ -87,7 +86,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for AdsServer {
         let response = match request.uri().path() {
             SOTW => {
                 let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-                let requests = requests(request.into_body(), self.max_request_bytes);
+                let requests = requests(request.into_body(), self.ctx.requests.decoder());
                 self.ctx
                     .tasks
                     .spawn(stream::serve(self.ctx.clone(), requests, tx));
@@ -111,9 +110,9 @@ impl tower::Service<http::Request<tonic::body::Body>> for AdsServer {
 /// The requests of a stream's body, decoded.
 fn requests(
     body: tonic::body::Body,
-    max_request_bytes: usize,
-) -> impl Stream<Item = Result<DiscoveryRequest, Status>> + Unpin + Send {
-    let state = (body, RequestDecoder::new(max_request_bytes), false);
+    decoder: RequestDecoder,
+) -> impl Stream<Item = Result<DiscoveryRequest, RequestError>> + Unpin + Send {
+    let state = (body, decoder, false);
     Box::pin(futures::stream::unfold(
         state,
         |(mut body, mut decoder, failed)| async move {
@@ -124,7 +123,7 @@ fn requests(
                 match decoder.next_request() {
                     Ok(Some(request)) => return Some((Ok(request), (body, decoder, false))),
                     Ok(None) => {}
-                    Err(status) => return Some((Err(status), (body, decoder, true))),
+                    Err(e) => return Some((Err(e), (body, decoder, true))),
                 }
                 match body.frame().await {
                     Some(Ok(frame)) => {
@@ -132,11 +131,13 @@ fn requests(
                             decoder.push(chunk);
                         }
                     }
-                    Some(Err(status)) => return Some((Err(status), (body, decoder, true))),
+                    Some(Err(status)) => {
+                        return Some((Err(RequestError::Body(status)), (body, decoder, true)))
+                    }
                     None => {
                         return match decoder.finish() {
                             Ok(()) => None,
-                            Err(status) => Some((Err(status), (body, decoder, true))),
+                            Err(e) => Some((Err(e), (body, decoder, true))),
                         }
                     }
                 }

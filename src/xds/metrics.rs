@@ -5,6 +5,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 use crate::snapshot::ResourceType;
 
@@ -25,6 +26,11 @@ pub struct XdsMetrics {
     convergence_seconds: Histograms,
     nacks: Family<Labels, Counter>,
     rejected_streams: Family<Labels, Counter>,
+    /// Open xDS connections.
+    pub connections: Gauge,
+    refused_connections: Family<Labels, Counter>,
+    /// Bytes of partly received requests held (the request budget in use).
+    pub request_buffer_bytes: Gauge<u64, AtomicU64>,
 }
 
 impl Default for XdsMetrics {
@@ -36,6 +42,9 @@ impl Default for XdsMetrics {
             convergence_seconds: Family::new_with_constructor(latency_histogram),
             nacks: Family::default(),
             rejected_streams: Family::default(),
+            connections: Gauge::default(),
+            refused_connections: Family::default(),
+            request_buffer_bytes: Gauge::default(),
         }
     }
 }
@@ -70,8 +79,26 @@ impl XdsMetrics {
         );
         registry.register(
             "xds_rejected_streams",
-            "Streams refused at start or ended by the revision gate, by reason",
+            "Streams refused at start, ended by the revision gate or for a request the server \
+             would not read, by reason",
             self.rejected_streams.clone(),
+        );
+        registry.register(
+            "xds_connections",
+            "Open xDS connections (HTTP/2), handshake or not",
+            self.connections.clone(),
+        );
+        registry.register(
+            "xds_refused_connections",
+            "xDS connections closed by the server before any stream: connection_limit \
+             (--max-connections reached) or handshake_timeout (no HTTP/2 preface in time)",
+            self.refused_connections.clone(),
+        );
+        registry.register(
+            "xds_request_buffer_bytes",
+            "Bytes of partly received xDS requests held across all streams \
+             (at most --request-buffer-bytes)",
+            self.request_buffer_bytes.clone(),
         );
     }
 
@@ -101,6 +128,20 @@ impl XdsMetrics {
         self.rejected_streams
             .get_or_create(&[("reason", reason)])
             .inc();
+    }
+
+    /// The counter of connections closed for `reason` (for a hot path to hold).
+    pub fn refused_connections(&self, reason: &'static str) -> Counter {
+        self.refused_connections
+            .get_or_create(&[("reason", reason)])
+            .clone()
+    }
+
+    /// Connections closed so far for `reason` (for tests).
+    pub fn refused_connection_count(&self, reason: &'static str) -> u64 {
+        self.refused_connections
+            .get_or_create(&[("reason", reason)])
+            .get()
     }
 
     /// Rejected streams so far for `reason` (for tests and the load tool).

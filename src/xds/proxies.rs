@@ -6,11 +6,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
 use serde::Serialize;
 
+use super::log_limit::LogLimiter;
 use super::state::{StreamState, TypeState};
 use crate::revision::{ProxyIdentity, Rejection};
 use crate::snapshot::ResourceType;
@@ -108,6 +109,21 @@ pub struct ProxyRegistry {
     next_id: Arc<AtomicU64>,
 }
 
+/// One page of connected proxies ([`ProxyRegistry::page`]).
+#[derive(Debug)]
+pub struct Page {
+    /// Proxies matching the filter, on every page.
+    pub total: usize,
+    /// This page's, ordered by node id.
+    pub proxies: Vec<ProxyStatus>,
+    /// The node id to ask for the next page after, when there is one.
+    pub next: Option<String>,
+}
+
+fn lock(status: &Mutex<ProxyStatus>) -> std::sync::MutexGuard<'_, ProxyStatus> {
+    status.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A registered proxy; dropping it unregisters.
 #[derive(Debug)]
 pub struct ProxyEntry {
@@ -157,6 +173,38 @@ impl ProxyRegistry {
         out
     }
 
+    /// Up to `limit` connected proxies (at least one) ordered by node id: those with node id
+    /// `node` if given, and after node id `after` if given. Holds each lock only to compare
+    /// a node id or copy one status; copies only the page.
+    pub fn page(&self, node: Option<&str>, after: Option<&str>, limit: usize) -> Page {
+        let mut total = 0;
+        let mut ids: Vec<(String, Arc<Mutex<ProxyStatus>>)> = Vec::new();
+        for e in self.entries.iter() {
+            let status = lock(e.value());
+            if node.is_some_and(|n| status.node_id != n) {
+                continue;
+            }
+            total += 1;
+            if after.is_some_and(|a| status.node_id.as_str() <= a) {
+                continue;
+            }
+            ids.push((status.node_id.clone(), e.value().clone()));
+        }
+        ids.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // Streams of one node id stay on one page, so `after` never skips one.
+        let mut end = limit.max(1).min(ids.len());
+        while end > 0 && end < ids.len() && ids[end].0 == ids[end - 1].0 {
+            end += 1;
+        }
+        let next = (end < ids.len()).then(|| ids[end - 1].0.clone());
+        let proxies = ids[..end].iter().map(|(_, s)| lock(s).clone()).collect();
+        Page {
+            total,
+            proxies,
+            next,
+        }
+    }
+
     /// Number of connected proxies.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -190,42 +238,40 @@ impl Drop for ProxyEntry {
     }
 }
 
-/// Logs each refused node at most once per interval, with a bounded memory of nodes.
+/// Logs each refused node at most once per interval (by a hash of reason and node id: fixed
+/// memory per node), with a budget of lines per interval over all nodes; echoed values are
+/// truncated.
 #[derive(Debug)]
 pub struct RejectionLog {
-    last: DashMap<String, Instant>,
-    interval: Duration,
+    limiter: LogLimiter,
 }
 
-/// Nodes remembered by [`RejectionLog`] before it forgets all of them.
-const REJECTION_LOG_CAPACITY: usize = 10_000;
+/// Refusal lines logged per interval over all nodes.
+const REJECTION_LINES_PER_INTERVAL: u32 = 100;
 
 impl RejectionLog {
     /// A log that repeats a node's refusal at most every `interval`.
     pub fn new(interval: Duration) -> Self {
         RejectionLog {
-            last: DashMap::new(),
-            interval,
+            limiter: LogLimiter::new(interval, REJECTION_LINES_PER_INTERVAL),
         }
     }
 
-    /// Logs `rejection` unless the same node was logged within the interval.
+    /// Logs `rejection` unless the same node was logged within the interval or the budget
+    /// of lines is spent; returns whether it logged.
     pub fn log(&self, rejection: &Rejection, server: &str) -> bool {
-        let now = Instant::now();
-        let key = format!("{}/{}", rejection.reason(), rejection.node_id());
-        if let Some(at) = self.last.get(&key) {
-            if now.duration_since(*at) < self.interval {
-                return false;
-            }
-        }
-        if self.last.len() >= REJECTION_LOG_CAPACITY {
-            self.last.clear();
-        }
-        self.last.insert(key, now);
+        let subject = [
+            rejection.reason().as_bytes(),
+            rejection.node_id().as_bytes(),
+        ];
+        let Some(held_back) = self.limiter.allow(&subject) else {
+            return false;
+        };
+        // The message names the node (cut short).
         tracing::warn!(
             reason = rejection.reason(),
-            node = rejection.node_id(),
             revision = server,
+            held_back,
             "refused xDS stream: {rejection}"
         );
         true
@@ -273,5 +319,25 @@ mod tests {
         assert!(log.log(&r, "canary"));
         assert!(!log.log(&r, "canary"));
         assert!(log.log(&Rejection::MissingNode, "canary"));
+    }
+
+    #[test]
+    fn refusals_of_many_huge_node_ids_write_a_bounded_log() {
+        let log = RejectionLog::new(Duration::from_secs(60));
+        let text = crate::xds::log_limit::captured(|| {
+            for i in 0..200 {
+                let r = Rejection::RevisionMismatch {
+                    node_id: format!("{i}{}", "n".repeat(64 * 1024)),
+                    proxy: "stable".into(),
+                    server: "canary".into(),
+                };
+                log.log(&r, "canary");
+            }
+        });
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), REJECTION_LINES_PER_INTERVAL as usize);
+        let longest = lines.iter().map(|l| l.len()).max().unwrap();
+        assert!(longest < 2048, "a line of {longest} bytes");
+        assert!(lines[0].contains("(65537 bytes)"), "{}", lines[0]);
     }
 }

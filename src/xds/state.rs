@@ -12,18 +12,28 @@ use std::time::{Instant, SystemTime};
 
 pub use names::Names;
 
+use crate::echo::bounded;
 use crate::snapshot::views::View;
 use crate::snapshot::{Resource, ResourceType, Resources, Snapshot};
+
+/// Longest NACK message kept (for `/debug/proxies` and CSDS), in bytes; the rest is cut.
+pub const MAX_NACK_MESSAGE_BYTES: usize = 4096;
+
+/// Longest client-reported `version_info` kept, in bytes (revplane's own are under 30).
+pub const MAX_VERSION_BYTES: usize = 256;
 
 /// A NACK: the client rejected a response.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Nack {
-    /// The version the client still holds (the one it reported).
+    /// The version the client still holds (the one it reported, cut to
+    /// [`MAX_VERSION_BYTES`]).
     pub version: String,
     /// Nonce of the rejected response.
     pub nonce: String,
-    /// The client's error message.
+    /// The client's error message, cut to [`MAX_NACK_MESSAGE_BYTES`].
     pub message: String,
+    /// Length of the client's error message.
+    pub message_bytes: usize,
     /// `version_info` of the rejected response.
     pub rejected_version: String,
     /// When it arrived.
@@ -44,6 +54,10 @@ pub enum Verdict {
     },
     /// The latest response was rejected.
     Nack(Nack),
+    /// The request names the latest response, which an earlier request already acknowledged
+    /// or rejected: a repeat (or a subscription change after the answer). Only its
+    /// subscription counts; the answer is not counted or logged again.
+    Repeated,
 }
 
 /// One request, reduced to the fields the rules read.
@@ -120,6 +134,12 @@ pub struct StreamState {
     retained: Vec<Arc<Resource>>,
     /// How this proxy sees the config (its listener and route variants).
     view: View,
+    /// The EDS response in flight re-sends assignments of new or changed clusters: listeners
+    /// and routes wait for its answer.
+    warming: bool,
+    /// When the last CDS response went out: how long listeners and routes wait for the
+    /// proxy to subscribe to the assignments of its new clusters.
+    clusters_sent_at: Option<Instant>,
 }
 
 impl StreamState {
@@ -149,11 +169,16 @@ impl StreamState {
             Verdict::None
         } else if ts.nonce.as_deref() != Some(req.nonce) {
             return (Verdict::Stale, false);
+        } else if !ts.pending {
+            // Counted and logged once per response: a client repeating its NACK (or ACK) of
+            // the same nonce is not another answer.
+            Verdict::Repeated
         } else if let Some(message) = req.error {
             let nack = Nack {
-                version: req.version.to_string(),
+                version: bounded(req.version, MAX_VERSION_BYTES),
                 nonce: req.nonce.to_string(),
-                message: message.to_string(),
+                message: bounded(message, MAX_NACK_MESSAGE_BYTES),
+                message_bytes: message.len(),
                 rejected_version: ts.sent_version.clone().unwrap_or_default(),
                 at: SystemTime::now(),
             };
@@ -161,7 +186,7 @@ impl StreamState {
             ts.last_nack = Some(Box::new(nack.clone()));
             Verdict::Nack(nack)
         } else {
-            ts.acked_version = Some(req.version.to_string());
+            ts.acked_version = Some(bounded(req.version, MAX_VERSION_BYTES));
             ts.pending = false;
             ts.last_nack = None;
             Verdict::Ack {
@@ -222,7 +247,7 @@ impl StreamState {
         snapshot: &Snapshot,
         force: bool,
     ) -> Option<Response> {
-        if order::waits_for_clusters(kind, &self.types) {
+        if order::waits_for_clusters(kind, &self.types, self.warming, self.clusters_sent_at) {
             // Sent once the proxy answered the clusters and assignments it was just sent.
             return None;
         }
@@ -329,7 +354,25 @@ impl StreamState {
         if kind == ResourceType::Cluster {
             self.retained = retained;
         }
+        if kind == ResourceType::Endpoint {
+            // Assignments of new clusters the proxy has not subscribed to yet stay owed (while
+            // the cluster exists): Envoy asks for them right after it takes the clusters.
+            let ts = &mut self.types[kind as usize];
+            let subscribed = |n: &str| ts.wildcard || ts.names.contains(n);
+            let later: BTreeSet<Box<str>> = unsent
+                .iter()
+                .filter(|n| !subscribed(n) && resources.by_name.contains_key(&***n))
+                .cloned()
+                .collect();
+            self.warming = send
+                .as_ref()
+                .is_some_and(|s| s.iter().any(|r| unsent.contains(&*r.name)));
+            self.types[kind as usize].unsent = later;
+        }
         let send = send?;
+        if kind == ResourceType::Cluster {
+            self.clusters_sent_at = Some(Instant::now());
+        }
         let ts = &mut self.types[kind as usize];
         self.responses += 1;
         let nonce = self.responses.to_string();
@@ -346,9 +389,16 @@ impl StreamState {
         if !rewarming.is_empty() {
             // Envoy re-warms a changed cluster and waits for its assignment before using it;
             // its EDS request for an already subscribed name looks like an ACK. So the
-            // assignment of every new or changed cluster is sent again after the CDS response.
+            // assignment of every new or changed EDS cluster is sent again after the CDS
+            // response (clusters without an assignment, e.g. DNS or passthrough, need none).
+            let assignments = snapshot.resources_for(ResourceType::Endpoint, &self.view);
             let eds = &mut self.types[ResourceType::Endpoint as usize];
-            eds.unsent.extend(rewarming.iter().map(|n| Box::from(&**n)));
+            eds.unsent.extend(
+                rewarming
+                    .iter()
+                    .filter(|n| assignments.by_name.contains_key(&***n))
+                    .map(|n| Box::from(&**n)),
+            );
         }
         Some(response)
     }

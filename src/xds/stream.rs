@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use futures::{Stream, StreamExt};
+use prost::Message;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tonic::Status;
@@ -12,9 +13,11 @@ use tonic::Status;
 use super::admission::PUSH_ACK_TIMEOUT;
 use super::ads::{Framed, Out, Outgoing};
 use super::proxies::ProxyEntry;
+use super::request::{Charge, RequestError};
 use super::state::{RequestView, Response, StreamState, Verdict};
 use super::wire::response_head;
 use super::XdsContext;
+use crate::echo::{echo, echo_max};
 use crate::snapshot::views::View;
 use crate::snapshot::{ResourceType, Snapshot};
 
@@ -26,19 +29,21 @@ enum End {
     Gone,
 }
 
-/// A stream that sends no request for this long is closed (it would hold a task for nothing).
-const FIRST_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// A stream that sends no request for this long is closed (it would hold a task for nothing;
+/// a proxy sends its first request with the stream's headers).
+const FIRST_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Serves one stream to its end.
 pub async fn serve<S>(ctx: Arc<XdsContext>, mut requests: S, out: Out)
 where
-    S: Stream<Item = Result<DiscoveryRequest, Status>> + Unpin + Send,
+    S: Stream<Item = Result<DiscoveryRequest, RequestError>> + Unpin + Send,
 {
     // Boxed, as are request handling and pushes below: their futures are freed when done, so
     // an idle stream's task holds only the loop's own state.
     let Some(Opened {
         mut stream,
         first,
+        early,
         mut snapshots,
         connected: _connected,
     }) = Box::pin(open(&ctx, &mut requests, out)).await
@@ -50,7 +55,11 @@ where
     // token's waiter list (a lock shared by every stream) on each request and push.
     let shutdown = ctx.shutdown.cancelled();
     tokio::pin!(shutdown);
-    let end = match Box::pin(stream.handle(first)).await {
+    let mut opening = Box::pin(stream.handle(first)).await;
+    if let (Ok(()), Some((request, _charge))) = (&opening, early) {
+        opening = Box::pin(stream.handle(request)).await;
+    }
+    let end = match opening {
         Err(end) => end,
         Ok(()) => loop {
             tokio::select! {
@@ -58,7 +67,7 @@ where
                 _ = &mut shutdown => break End::Status(shutting_down(&ctx)),
                 request = requests.next() => match request {
                     Some(Ok(request)) => if let Err(end) = Box::pin(stream.handle(request)).await { break end },
-                    Some(Err(status)) => break End::Status(malformed(status)),
+                    Some(Err(e)) => break End::Status(refused_request(&ctx, &e)),
                     None => break End::Gone,
                 },
                 _ = sleep_until(stream.push_deadline()) => {
@@ -85,6 +94,9 @@ where
 struct Opened {
     stream: AdsStream,
     first: DiscoveryRequest,
+    /// A request that came while the stream waited for admission, charged to the request
+    /// budget until it is handled.
+    early: Option<(DiscoveryRequest, Charge)>,
     snapshots: crate::pipeline::SnapshotReceiver,
     connected: Connected,
 }
@@ -93,7 +105,7 @@ struct Opened {
 /// stream ended on the way (its status already sent).
 async fn open<S>(ctx: &Arc<XdsContext>, requests: &mut S, out: Out) -> Option<Opened>
 where
-    S: Stream<Item = Result<DiscoveryRequest, Status>> + Unpin + Send,
+    S: Stream<Item = Result<DiscoveryRequest, RequestError>> + Unpin + Send,
 {
     let first = tokio::select! {
         first = tokio::time::timeout(FIRST_REQUEST_TIMEOUT, requests.next()) => match first {
@@ -109,8 +121,8 @@ where
     };
     let first = match first {
         Some(Ok(first)) => first,
-        Some(Err(status)) => {
-            let _ = out.send(Outgoing::End(malformed(status))).await;
+        Some(Err(e)) => {
+            let _ = out.send(Outgoing::End(refused_request(ctx, &e))).await;
             return None;
         }
         None => return None,
@@ -124,10 +136,34 @@ where
             return None;
         }
     };
-    // Admission after the (cheap) gate, so misrouted proxies do not use up the queue.
-    let admitted = tokio::select! {
-        admitted = ctx.admission.admit() => admitted,
-        _ = ctx.shutdown.cancelled() => return None,
+    // Admission after the (cheap) gate, so misrouted proxies do not use up the queue. A
+    // client that leaves while it waits (resets the stream, closes its side or the
+    // connection) gives its place back at once instead of holding it until its turn.
+    let mut early = None;
+    let admitted = {
+        let admit = ctx.admission.admit();
+        tokio::pin!(admit);
+        loop {
+            tokio::select! {
+                admitted = &mut admit => break admitted,
+                _ = ctx.shutdown.cancelled() => return None,
+                _ = out.closed() => return None,
+                request = requests.next(), if early.is_none() => match request {
+                    Some(Ok(request)) => match ctx.requests.budget.charge(request.encoded_len()) {
+                        Ok(charge) => early = Some((request, charge)),
+                        Err(e) => {
+                            let _ = out.send(Outgoing::End(refused_request(ctx, &e))).await;
+                            return None;
+                        }
+                    },
+                    Some(Err(e)) => {
+                        let _ = out.send(Outgoing::End(refused_request(ctx, &e))).await;
+                        return None;
+                    }
+                    None => return None,
+                },
+            }
+        }
     };
     if let Err(overloaded) = admitted {
         ctx.metrics.rejected("overloaded");
@@ -148,6 +184,7 @@ where
         }
         tokio::select! {
             changed = snapshots.changed() => if changed.is_err() { return None },
+            _ = out.closed() => return None,
             _ = ctx.shutdown.cancelled() => {
                 let _ = out.send(Outgoing::End(shutting_down(ctx))).await;
                 return None;
@@ -167,6 +204,7 @@ where
     Some(Opened {
         stream,
         first,
+        early,
         snapshots,
         connected,
     })
@@ -188,14 +226,26 @@ fn shutting_down(ctx: &XdsContext) -> Status {
     ))
 }
 
-fn malformed(status: Status) -> Status {
-    match status.code() {
-        // Decoding failures surface as INTERNAL; to the client they are a bad request.
-        tonic::Code::Internal | tonic::Code::Unknown => {
-            Status::invalid_argument(format!("malformed DiscoveryRequest: {}", status.message()))
-        }
-        _ => status,
+/// Bytes of a NACK message a log line shows.
+const NACK_LOG_BYTES: usize = 1024;
+
+fn too_many_names(kind: ResourceType, names: usize, max: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "this {} request names {names} resources; this server serves at most {max} names per \
+         type on one stream (--max-subscribed-names): subscribe to fewer (a wildcard \
+         subscription needs none) or raise the limit",
+        kind.short().to_uppercase()
+    ))
+}
+
+/// The status a stream ends with when its requests cannot be read; counted when the server
+/// refused them (not when the client went away).
+fn refused_request(ctx: &XdsContext, e: &RequestError) -> Status {
+    if let Some(reason) = e.reason() {
+        ctx.metrics.rejected(reason);
+        tracing::debug!(reason, "ending a stream: {e}");
     }
+    e.to_status()
 }
 
 impl AdsStream {
@@ -245,6 +295,14 @@ impl AdsStream {
             tracing::debug!(type_url = %request.type_url, "ignoring a request for a type revplane does not serve");
             return Ok(());
         };
+        if request.resource_names.len() > self.ctx.max_subscribed_names {
+            self.ctx.metrics.rejected("too_many_names");
+            return Err(End::Status(too_many_names(
+                kind,
+                request.resource_names.len(),
+                self.ctx.max_subscribed_names,
+            )));
+        }
         let view = RequestView {
             version: &request.version_info,
             nonce: &request.response_nonce,
@@ -261,14 +319,20 @@ impl AdsStream {
         }
         match verdict {
             Verdict::Nack(nack) => {
+                // Once per response (repeats are `Repeated`); logged at most once a minute
+                // per node, cut short: /debug/proxies and CSDS keep the latest.
                 self.ctx.metrics.nacked(kind);
-                tracing::warn!(
-                    node = %self.node_id,
-                    r#type = kind.short(),
-                    nonce = %nack.nonce,
-                    kept_version = %nack.version,
-                    "proxy rejected config (NACK): {}", nack.message
-                );
+                if let Some(held_back) = self.ctx.nack_log.allow(&[self.node_id.as_bytes()]) {
+                    tracing::warn!(
+                        node = %echo(&self.node_id),
+                        r#type = kind.short(),
+                        nonce = %nack.nonce,
+                        kept_version = %echo(&nack.version),
+                        held_back,
+                        "proxy rejected config (NACK): {}",
+                        echo_max(&nack.message, NACK_LOG_BYTES).of_total(nack.message_bytes)
+                    );
+                }
             }
             Verdict::Ack {
                 since_build: Some(d),

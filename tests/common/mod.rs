@@ -49,6 +49,8 @@ pub fn serve_args(revision: &str, source: &Path) -> ServeArgs {
         revision: revision.parse().unwrap(),
         source: revplane::cli::SourceSpec::Dir(source.to_path_buf()),
         namespace: "revplane-system".to_string(),
+        rescan_interval: Duration::from_secs(30),
+        max_manifest_bytes: 8 * 1024 * 1024,
         xds_addr: "127.0.0.1:0".parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         webhook_addr: "127.0.0.1:0".parse().unwrap(),
@@ -58,11 +60,17 @@ pub fn serve_args(revision: &str, source: &Path) -> ServeArgs {
         debounce_max: Duration::from_secs(1),
         shutdown_grace: Duration::from_secs(2),
         max_request_bytes: 1024 * 1024,
+        max_first_request_bytes: 64 * 1024,
+        request_buffer_bytes: 64 * 1024 * 1024,
+        max_connections: 16_384,
+        handshake_timeout: Duration::from_secs(5),
         max_streams_per_connection: 100,
         new_streams_per_second: 2000,
         new_stream_burst: 500,
         admission_max_wait: Duration::from_secs(30),
         push_concurrency: 512,
+        max_subscribed_names: 100_000,
+        debug_concurrency: 2,
     }
 }
 

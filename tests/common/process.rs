@@ -86,6 +86,11 @@ impl Revplane {
         panic!("revplane not ready within 30 s: {}", self.log_text());
     }
 
+    /// The server's process id (for its /proc figures).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -63,12 +63,14 @@ pub fn mesh_config(config_map: &core::ConfigMap) -> Result<MeshConfig, ObjectErr
     parse_mesh(text).map_err(ObjectError::BadMeshConfig)
 }
 
-/// Parses and validates mesh config YAML; every field is optional.
+/// Parses and validates mesh config YAML; every field is optional. Text nested more than
+/// [`MAX_DEPTH`](crate::source::yaml::MAX_DEPTH) deep is refused unread.
 pub fn parse_mesh(text: &str) -> Result<MeshConfig, String> {
     let raw: RawMesh = if text.trim().is_empty() {
         RawMesh::default()
     } else {
-        serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?
+        // Bounded: a ConfigMap from the API server or a manifest is untrusted input.
+        crate::source::yaml::from_str(text)?
     };
     let mut mesh = MeshConfig::default();
     if let Some(domain) = raw.domain {
@@ -296,6 +298,10 @@ mod tests {
             (
                 "discoverySelectors: [{matchExpressions: [{key: a, operator: Near, values: [x]}]}]",
                 "not one of",
+            ),
+            (
+                format!("domain: {}", "[".repeat(50_000)).as_str(),
+                "nested more than",
             ),
         ] {
             let err = parse_mesh(bad).unwrap_err();

@@ -58,7 +58,7 @@ impl Names {
     }
 
     fn slice(&self) -> &[Box<str>] {
-        self.0.as_deref().unwrap_or(&[])
+        self.0.as_deref().map_or(&[], |list| &list[..])
     }
 }
 
@@ -71,13 +71,14 @@ struct Interner {
 
 #[derive(Default)]
 struct Lists {
-    by_hash: HashMap<u128, Weak<[Box<str>]>>,
+    /// Weak: a list nobody holds is freed (its `Weak` keeps only the counts, not the names).
+    by_hash: HashMap<u128, Weak<Box<[Box<str>]>>>,
     /// Size after the last sweep of dropped lists; the next sweep is due at twice this.
     swept_at: usize,
 }
 
 impl Interner {
-    fn intern(&self, sorted: &[&str]) -> Arc<[Box<str>]> {
+    fn intern(&self, sorted: &[&str]) -> NameList {
         let mut hasher = Xxh3::new();
         for n in sorted {
             hasher.update(n.as_bytes());
@@ -90,7 +91,7 @@ impl Interner {
                 return list;
             }
         }
-        let list: Arc<[Box<str>]> = sorted.iter().map(|n| Box::from(*n)).collect();
+        let list: NameList = Arc::new(sorted.iter().map(|n| Box::from(*n)).collect());
         lists.by_hash.insert(key, Arc::downgrade(&list));
         if lists.by_hash.len() > 2 * lists.swept_at.max(64) {
             lists.by_hash.retain(|_, w| w.strong_count() > 0);

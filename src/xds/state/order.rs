@@ -1,14 +1,15 @@
 //! Make-before-break order on one ADS stream (DESIGN.md §3), as rules over the stream's
 //! per-type state.
 //!
-//! - A listener or route is sent only once the proxy has answered the clusters and
-//!   assignments it was sent just before: a route never names a cluster the proxy has not
-//!   taken yet ([`waits_for_clusters`]).
+//! - A listener or route is sent only once the proxy has answered the clusters it was sent
+//!   just before and received the assignments of the new ones: a route never names a cluster
+//!   the proxy has not warmed yet ([`waits_for_clusters`]).
 //! - A cluster gone from the snapshot stays in what the proxy is sent while a listener or
 //!   route it holds still sends traffic there, and until the listeners and routes that drop
 //!   it are answered ([`retained`]).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use xxhash_rust::xxh3::Xxh3;
 
@@ -20,11 +21,27 @@ const EDS: usize = ResourceType::Endpoint as usize;
 const LDS: usize = ResourceType::Listener as usize;
 const RDS: usize = ResourceType::Route as usize;
 
-/// Whether a response of `kind` must wait: listeners and routes wait while clusters or
-/// assignments the proxy was sent are unanswered.
-pub(super) fn waits_for_clusters(kind: ResourceType, types: &[TypeState; 4]) -> bool {
-    matches!(kind, ResourceType::Listener | ResourceType::Route)
-        && (types[CDS].pending || types[EDS].pending)
+/// Longest listeners and routes wait for the proxy to subscribe to the assignments of new
+/// clusters (Envoy does at once; a proxy that never does must not hold them forever).
+pub(super) const SUBSCRIBE_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether a response of `kind` must wait: listeners and routes wait while clusters the
+/// proxy was sent are unanswered, while assignments of new or changed clusters are owed
+/// (not yet subscribed to, for at most [`SUBSCRIBE_WAIT`] after the clusters went out), and
+/// while an EDS response carrying such assignments (`warming`) is unanswered. Plain endpoint
+/// pushes do not hold them up.
+pub(super) fn waits_for_clusters(
+    kind: ResourceType,
+    types: &[TypeState; 4],
+    warming: bool,
+    clusters_sent_at: Option<Instant>,
+) -> bool {
+    if !matches!(kind, ResourceType::Listener | ResourceType::Route) {
+        return false;
+    }
+    let owed = !types[EDS].unsent.is_empty()
+        && clusters_sent_at.is_some_and(|at| at.elapsed() < SUBSCRIBE_WAIT);
+    types[CDS].pending || owed || (types[EDS].pending && warming)
 }
 
 /// The clusters to keep sending beyond `next` (the snapshot's): those the proxy holds that
@@ -44,7 +61,11 @@ pub(super) fn retained(
         .iter()
         .filter_map(|t| types[*t].held.as_ref().map(|h| h.referenced_clusters()))
         .collect();
-    let answered = !types[LDS].pending && !types[RDS].pending;
+    // A rejected listener or route update leaves the proxy with its older ones, which may
+    // still use what it holds: nothing goes until a later one is accepted.
+    let answered = [LDS, RDS]
+        .iter()
+        .all(|t| !types[*t].pending && types[*t].last_nack.is_none());
     let keep = |r: &Arc<Resource>| {
         !next.by_name.contains_key(&r.name)
             && (!answered || refs.iter().any(|set| set.contains(&r.name)))

@@ -94,6 +94,55 @@ fn nack_is_recorded_and_not_answered_with_the_same_resources() {
 }
 
 #[test]
+fn a_nack_counts_once_per_nonce_and_keeps_a_bounded_message() {
+    let s1 = snap(1, &[(CDS, "a", "1")]);
+    let mut st = StreamState::default();
+    st.on_request(CDS, &req("", &[]));
+    let r = st.response_for(CDS, &s1, true).unwrap();
+    let message = "e".repeat(1 << 20);
+    let version = "v".repeat(1 << 16);
+    let nack = RequestView {
+        version: &version,
+        nonce: &r.nonce,
+        names: &[],
+        error: Some(&message),
+    };
+    let (v, _) = st.on_request(CDS, &nack);
+    let Verdict::Nack(first) = v else {
+        panic!("{v:?}")
+    };
+    assert!(first.message.len() < MAX_NACK_MESSAGE_BYTES + 32);
+    assert!(first.message.ends_with("(1048576 bytes)"));
+    assert!(first.version.len() < MAX_VERSION_BYTES + 32);
+    for _ in 0..100 {
+        let (v, consider) = st.on_request(CDS, &nack);
+        assert_eq!(v, Verdict::Repeated, "the same nonce is answered once");
+        assert!(!consider);
+    }
+    // A later request on the answered nonce without an error (Envoy clears error_detail
+    // once sent) is not an ACK of the rejected response.
+    let (v, _) = st.on_request(CDS, &req(&r.nonce, &[]));
+    assert_eq!(v, Verdict::Repeated);
+    assert!(st.get(CDS).last_nack.is_some(), "the NACK stands");
+    assert_eq!(st.get(CDS).acked_version, None);
+    // The next response is answered afresh.
+    let next = st
+        .response_for(CDS, &snap(2, &[(CDS, "a", "2")]), false)
+        .unwrap();
+    let (v, _) = st.on_request(CDS, &nack_of(&next, "again"));
+    assert!(matches!(v, Verdict::Nack(ref n) if n.message == "again"));
+}
+
+fn nack_of<'a>(r: &'a Response, message: &'a str) -> RequestView<'a> {
+    RequestView {
+        version: "",
+        nonce: &r.nonce,
+        names: &[],
+        error: Some(message),
+    }
+}
+
+#[test]
 fn stale_nonce_is_ignored_whole() {
     let s = snap(1, &[(EDS, "a", "1"), (EDS, "b", "1")]);
     let mut st = StreamState::default();
@@ -441,31 +490,125 @@ fn attached(s: &Snapshot) -> StreamState {
     st
 }
 
+/// What the stream task does with a request (stream.rs `handle`): apply it, then send what
+/// it made due.
+fn handle(
+    st: &mut StreamState,
+    kind: ResourceType,
+    r: RequestView<'_>,
+    s: &Snapshot,
+) -> Vec<Response> {
+    let (verdict, consider) = st.on_request(kind, &r);
+    if consider {
+        st.responses_after_request(kind, s, true)
+    } else if matches!(verdict, Verdict::Ack { .. } | Verdict::Nack(_)) {
+        st.responses_for(s)
+    } else {
+        Vec::new()
+    }
+}
+
+fn kinds(responses: &[Response]) -> Vec<ResourceType> {
+    responses.iter().map(|r| r.kind).collect()
+}
+
 #[test]
 fn a_route_to_a_new_cluster_waits_until_the_cluster_and_its_assignment_are_answered() {
     let s1 = routed(1, &[("a", "1")], &["a"]);
     let mut st = attached(&s1);
     let s2 = routed(2, &[("a", "1"), ("b", "1")], &["a", "b"]);
     let pushed = st.responses_for(&s2);
-    let kinds: Vec<ResourceType> = pushed.iter().map(|r| r.kind).collect();
-    assert_eq!(kinds, [CDS], "the route naming b waits for b");
+    assert_eq!(kinds(&pushed), [CDS], "the route naming b waits for b");
     let cds = &pushed[0];
     assert_eq!(sent_names(cds), ["a", "b"]);
-    ack(&mut st, cds, &[]);
-    // Envoy asks for b's assignment (its EDS request is the ACK of nothing new).
-    let eds_names = names(&["a", "b"]);
-    let (_, consider) = st.on_request(
-        EDS,
-        &req(st.get(EDS).nonce.clone().unwrap().as_str(), &eds_names),
+    // Envoy ACKs the clusters; the route still waits for b's assignment, which Envoy asks
+    // for next.
+    let after_ack = handle(
+        &mut st,
+        CDS,
+        RequestView {
+            version: &cds.version,
+            ..req(&cds.nonce, &[])
+        },
+        &s2,
     );
-    assert!(consider);
-    let after = st.responses_after_request(EDS, &s2, true);
-    let kinds: Vec<ResourceType> = after.iter().map(|r| r.kind).collect();
-    assert_eq!(kinds, [EDS], "still waiting for the assignment's answer");
-    ack(&mut st, &after[0], &eds_names);
-    let after = st.responses_for(&s2);
-    let kinds: Vec<ResourceType> = after.iter().map(|r| r.kind).collect();
-    assert_eq!(kinds, [RDS], "the route follows once b is answered");
+    assert!(
+        !kinds(&after_ack).contains(&RDS),
+        "the route waits until b's assignment went out and was answered: {:?}",
+        kinds(&after_ack)
+    );
+    let eds_names = names(&["a", "b"]);
+    let eds_nonce = st.get(EDS).nonce.clone().unwrap();
+    let after_subscribe = handle(&mut st, EDS, req(&eds_nonce, &eds_names), &s2);
+    assert_eq!(
+        kinds(&after_subscribe),
+        [EDS],
+        "b's assignment, and still no route"
+    );
+    assert!(sent_names(&after_subscribe[0]).contains(&"b"));
+    let eds = &after_subscribe[0];
+    let after = handle(
+        &mut st,
+        EDS,
+        RequestView {
+            version: &eds.version,
+            ..req(&eds.nonce, &eds_names)
+        },
+        &s2,
+    );
+    assert_eq!(kinds(&after), [RDS], "the route follows once b is warm");
+}
+
+#[test]
+fn endpoint_pushes_do_not_hold_up_listeners_and_routes() {
+    let s1 = routed(1, &[("a", "1")], &["a"]);
+    let mut st = attached(&s1);
+    // Only an endpoint changed, and the route changed too (a new domain, say): both go out.
+    let s2 = Snapshot::from_resources(
+        2,
+        Default::default(),
+        ResourceType::ALL
+            .into_iter()
+            .map(|k| {
+                let mut by_name = s1.resources(k).by_name.clone();
+                let changed = match k {
+                    EDS => Some(Resource::new(EDS, "a", b"2")),
+                    RDS => Some(Resource::new(RDS, "80", b"route v2").with_refs(["a".to_string()])),
+                    _ => None,
+                };
+                if let Some(r) = changed {
+                    by_name.insert(r.name.clone(), Arc::new(r));
+                }
+                (k, by_name)
+            })
+            .collect(),
+    );
+    let pushed = st.responses_for(&s2);
+    assert_eq!(
+        kinds(&pushed),
+        [EDS, RDS],
+        "an endpoint push is no reason to wait"
+    );
+}
+
+#[test]
+fn a_rejected_route_update_keeps_the_clusters_the_old_routes_use() {
+    let s1 = routed(1, &[("a", "1"), ("b", "1")], &["a", "b"]);
+    let mut st = attached(&s1);
+    let s2 = routed(2, &[("a", "1")], &["a"]);
+    let pushed = st.responses_for(&s2);
+    assert_eq!(kinds(&pushed), [RDS]);
+    let nack = RequestView {
+        version: "",
+        nonce: &pushed[0].nonce,
+        names: &names(&["80"]),
+        error: Some("route rejected"),
+    };
+    let after = handle(&mut st, RDS, nack, &s2);
+    assert!(
+        after.iter().all(|r| r.kind != CDS),
+        "b stays while the proxy still runs the routes that use it"
+    );
 }
 
 #[test]

@@ -81,7 +81,7 @@ fn redirect_http_listener_inspects_and_passes_the_rest_through() {
     };
     assert_eq!(inspector.type_url, HttpInspector::type_url());
     let m = l.filter_chains[0].filter_chain_match.as_ref().unwrap();
-    assert_eq!(m.application_protocols, ["http/1.1", "h2c"]);
+    assert_eq!(m.application_protocols, ["http/1.0", "http/1.1", "h2c"]);
     assert_eq!(m.transport_protocol, "raw_buffer");
     assert_eq!(
         m.destination_port, None,

@@ -88,17 +88,24 @@ where
         } else {
             CHAIN_THRESHOLD_WITHOUT_VECTORED_IO
         };
+        // revplane: the buffer must hold at least what `has_capacity` asks for, or
+        // `poll_ready` stays pending for ever (with no waker) once the first frame is
+        // flushed. Without vectored I/O that minimum (1,033 bytes) exceeds the 1 KiB buffer.
+        // The same clamp as hyperium/h2#960.
+        let min_buffer_capacity = chain_threshold + frame::HEADER_LEN;
         FramedWrite {
             inner,
             final_flush_done: false,
             encoder: Encoder {
                 hpack: hpack::Encoder::default(),
-                buf: Cursor::new(BytesMut::with_capacity(DEFAULT_BUFFER_CAPACITY)),
+                buf: Cursor::new(BytesMut::with_capacity(
+                    DEFAULT_BUFFER_CAPACITY.max(min_buffer_capacity),
+                )),
                 next: None,
                 last_data_frame: None,
                 max_frame_size: frame::DEFAULT_MAX_FRAME_SIZE,
                 chain_threshold,
-                min_buffer_capacity: chain_threshold + frame::HEADER_LEN,
+                min_buffer_capacity,
             },
         }
     }

@@ -1,0 +1,207 @@
+use super::*;
+use bytes::BufMut;
+
+fn framed(request: &DiscoveryRequest) -> Bytes {
+    let mut out = BytesMut::new();
+    out.put_u8(0);
+    out.put_u32(request.encoded_len() as u32);
+    request.encode(&mut out).unwrap();
+    out.freeze()
+}
+
+fn limits(first: usize, max: usize, budget: usize) -> RequestLimits {
+    RequestLimits {
+        first,
+        max,
+        budget: RequestBudget::new(budget, Gauge::default()),
+    }
+}
+
+fn named(type_url: &str, names: usize) -> DiscoveryRequest {
+    DiscoveryRequest {
+        type_url: type_url.into(),
+        resource_names: (0..names).map(|i| format!("name-{i}")).collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn requests_split_across_chunks_and_packed_together_are_decoded() {
+    let (a, b, c) = (named("a", 0), named("b", 100), named("c", 5000));
+    let mut wire = framed(&a).to_vec();
+    wire.extend_from_slice(&framed(&b));
+    let largest = framed(&c).len() as u64;
+    wire.extend_from_slice(&framed(&c));
+    for chunk_size in [1, 3, 5, 7, 1000, 16 * 1024, wire.len()] {
+        let limits = limits(1 << 20, 1 << 20, 1 << 20);
+        let mut decoder = limits.decoder();
+        let mut got = Vec::new();
+        for chunk in wire.chunks(chunk_size) {
+            decoder.push(Bytes::copy_from_slice(chunk));
+            while let Some(request) = decoder.next_request().unwrap() {
+                got.push(request);
+            }
+            assert!(limits.budget.in_use() <= allocation_size(largest as usize) as u64);
+        }
+        assert_eq!(
+            got,
+            [a.clone(), b.clone(), c.clone()],
+            "chunks of {chunk_size}"
+        );
+        decoder.finish().unwrap();
+        assert_eq!(
+            decoder.partial.capacity(),
+            0,
+            "no buffer kept between messages"
+        );
+        assert_eq!(limits.budget.in_use(), 0, "budget given back");
+    }
+}
+
+#[test]
+fn a_message_whole_in_its_chunk_is_decoded_without_touching_the_budget() {
+    let limits = limits(1 << 20, 1 << 20, 0);
+    let mut decoder = limits.decoder();
+    let request = named("a", 10);
+    decoder.push(framed(&request));
+    assert_eq!(decoder.next_request().unwrap(), Some(request));
+    assert!(decoder.next_request().unwrap().is_none());
+    decoder.finish().unwrap();
+}
+
+#[test]
+fn the_first_request_has_its_own_small_limit_and_later_ones_the_general_one() {
+    let limits = limits(100, 10_000, 1 << 20);
+    // The attack: a prefix near the general limit and most of the body, then nothing.
+    let mut decoder = limits.decoder();
+    let mut wire = BytesMut::new();
+    wire.put_u8(0);
+    wire.put_u32(9_000);
+    wire.put_bytes(0, 8_000);
+    decoder.push(wire.freeze());
+    let err = decoder.next_request().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RequestError::FirstTooLarge {
+                len: 9_000,
+                limit: 100
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.to_status().code(), tonic::Code::OutOfRange);
+    assert!(
+        err.to_string().contains("--max-first-request-bytes"),
+        "{err}"
+    );
+    assert_eq!(limits.budget.in_use(), 0, "nothing of it was buffered");
+
+    // A prefix split from its body is refused as soon as it is complete.
+    let mut decoder = limits.decoder();
+    decoder.push(Bytes::from_static(&[0, 0, 0]));
+    assert!(decoder.next_request().unwrap().is_none());
+    decoder.push(Bytes::from_static(&[0x23, 0x28, 0, 0]));
+    assert!(matches!(
+        decoder.next_request().unwrap_err(),
+        RequestError::FirstTooLarge { len: 9_000, .. }
+    ));
+
+    let mut decoder = limits.decoder();
+    decoder.push(framed(&named("first", 1)));
+    decoder.next_request().unwrap().unwrap();
+    let later = named("later", 200);
+    assert!(framed(&later).len() > 100);
+    decoder.push(framed(&later));
+    assert_eq!(decoder.next_request().unwrap(), Some(later));
+    let mut wire = BytesMut::new();
+    wire.put_u8(0);
+    wire.put_u32(10_001);
+    decoder.push(wire.freeze());
+    let err = decoder.next_request().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RequestError::TooLarge {
+                len: 10_001,
+                limit: 10_000
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn partly_received_messages_share_one_budget_and_the_stream_over_it_is_refused() {
+    let limits = limits(64 * 1024, 64 * 1024, 100 * 1024);
+    let partial = |len: u32, sent: usize| {
+        let mut wire = BytesMut::new();
+        wire.put_u8(0);
+        wire.put_u32(len);
+        wire.put_bytes(0, sent);
+        wire.freeze()
+    };
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut decoder = limits.decoder();
+        decoder.push(partial(40_000, 39_000));
+        assert!(decoder.next_request().unwrap().is_none());
+        stalled.push(decoder);
+    }
+    let held = limits.budget.in_use();
+    assert!((78_000..=100 * 1024).contains(&held), "{held}");
+    let mut third = limits.decoder();
+    third.push(partial(40_000, 39_000));
+    let err = third.next_request().unwrap_err();
+    assert!(
+        matches!(err, RequestError::BufferFull { budget: 102_400 }),
+        "{err}"
+    );
+    assert_eq!(err.to_status().code(), tonic::Code::ResourceExhausted);
+    assert!(err.to_string().contains("retry with backoff"), "{err}");
+    assert_eq!(
+        limits.budget.in_use(),
+        held,
+        "the refused stream holds nothing"
+    );
+
+    // A stalled stream that goes away gives its share back.
+    drop(stalled.pop());
+    let mut fourth = limits.decoder();
+    fourth.push(partial(40_000, 39_000));
+    assert!(fourth.next_request().unwrap().is_none());
+    drop((stalled, fourth));
+    assert_eq!(limits.budget.in_use(), 0);
+}
+
+#[test]
+fn compressed_garbled_and_truncated_requests_are_refused() {
+    let limits = limits(10, 10, 1024);
+    let mut decoder = limits.decoder();
+    decoder.push(Bytes::from_static(&[1, 0, 0, 0, 1, 0]));
+    let err = decoder.next_request().unwrap_err();
+    assert_eq!(err.to_status().code(), tonic::Code::Unimplemented);
+
+    let mut decoder = limits.decoder();
+    decoder.push(Bytes::from_static(&[0, 0, 0, 0, 2, 0xff, 0xff]));
+    let err = decoder.next_request().unwrap_err();
+    assert_eq!(err.to_status().code(), tonic::Code::InvalidArgument);
+    assert!(err.to_string().contains("malformed DiscoveryRequest"));
+
+    let mut decoder = limits.decoder();
+    decoder.push(Bytes::from_static(&[0, 0, 0, 0, 2, 0x0a]));
+    assert!(decoder.next_request().unwrap().is_none());
+    let err = decoder.finish().unwrap_err();
+    assert_eq!(err.to_status().code(), tonic::Code::InvalidArgument);
+    drop(decoder);
+    assert_eq!(limits.budget.in_use(), 0);
+}
+
+#[test]
+fn the_budget_counts_what_the_allocator_takes() {
+    assert_eq!(allocation_size(100), 100);
+    assert_eq!(allocation_size(5_000), 5_120);
+    assert_eq!(allocation_size(65_477), 65_536);
+    assert_eq!(allocation_size(70_000), 80 * 1024);
+    assert_eq!(allocation_size(4 * 1024 * 1024 - 1019), 4 * 1024 * 1024);
+}
