@@ -225,8 +225,8 @@ pub async fn start_on(
             tasks.spawn(
                 dir::run(
                     dir.clone(),
-                    args.revision.clone(),
                     DirOptions {
+                        revision: args.revision.clone(),
                         rescan_interval: args.rescan_interval,
                         max_file_bytes: args.max_manifest_bytes,
                     },

@@ -41,6 +41,8 @@ pub const OPEN_WRITER_HOLD: Duration = Duration::from_secs(10);
 /// Settings of the directory source.
 #[derive(Clone, Debug)]
 pub struct DirOptions {
+    /// The revision served (its mesh-config ConfigMap is read from the directory).
+    pub revision: Revision,
     /// Scan everything this often even without file events (zero: never).
     pub rescan_interval: Duration,
     /// Larger files are refused unread.

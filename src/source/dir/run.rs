@@ -11,7 +11,6 @@ use super::watch::{Hints, Watch};
 use super::{DirMetrics, DirOptions, DirSource, SETTLE};
 use crate::catalog::{CatalogEvent, Object};
 use crate::readiness::ReadyGuard;
-use crate::revision::Revision;
 use crate::source::{SourceError, SourceStatus};
 
 /// How often to look for a manifest directory that is gone.
@@ -26,7 +25,6 @@ const UNWATCHED_POLL: Duration = Duration::from_secs(5);
 /// complete scan is queued.
 pub async fn run(
     root: PathBuf,
-    revision: Revision,
     options: DirOptions,
     events: mpsc::Sender<CatalogEvent>,
     status: SourceStatus,
@@ -41,7 +39,7 @@ pub async fn run(
     let (wake_tx, mut wake) = mpsc::channel::<()>(1);
     let hints = Hints::default();
     let mut watch = Watch::new(root.clone(), hints.clone(), wake_tx);
-    let mut source = DirSource::new(root, &revision, options.max_file_bytes);
+    let mut source = DirSource::new(root, &options.revision, options.max_file_bytes);
     let mut last_sent: Option<Vec<Object>> = None;
     let mut last_errors: Vec<SourceError> = Vec::new();
     loop {
