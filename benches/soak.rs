@@ -39,7 +39,7 @@ struct Sample {
 /// The proxies whose last response of some type is pending, with that response's nonce.
 fn pending(server: &Server) -> BTreeSet<(String, String, String)> {
     let body = server
-        .get("/debug/proxies")
+        .get("/debug/proxies?limit=10000")
         .map(|(_, b)| b)
         .unwrap_or_default();
     let json: Value = serde_json::from_str(&body).unwrap_or_default();
