@@ -37,12 +37,19 @@ struct Sample {
 }
 
 /// The proxies whose last response of some type is pending, with that response's nonce.
-fn pending(server: &Server) -> BTreeSet<(String, String, String)> {
-    let body = server
+/// Panics unless the page is served and lists about `proxies` streams (a look that sees
+/// nothing would make the stuck check pass without checking).
+fn pending(server: &Server, proxies: usize) -> BTreeSet<(String, String, String)> {
+    let (code, body) = server
         .get("/debug/proxies?limit=10000")
-        .map(|(_, b)| b)
-        .unwrap_or_default();
-    let json: Value = serde_json::from_str(&body).unwrap_or_default();
+        .expect("/debug/proxies answers");
+    assert_eq!(code, 200, "/debug/proxies: {body}");
+    let json: Value = serde_json::from_str(&body).expect("/debug/proxies is JSON");
+    let listed = json["proxies"].as_array().map_or(0, Vec::len);
+    assert!(
+        listed + proxies / 10 >= proxies,
+        "/debug/proxies lists {listed} streams of {proxies} proxies"
+    );
     let mut out = BTreeSet::new();
     for proxy in json["proxies"].as_array().into_iter().flatten() {
         let node = proxy["node_id"].as_str().unwrap_or_default();
@@ -103,9 +110,10 @@ fn main() {
     let server = Server::start(&dir, "100ms");
     std::thread::sleep(Duration::from_millis(500));
     let files_before = server.open_files();
-    let load_secs = (run + quiet + look_apart).as_secs() + 3;
+    // Margin for connecting and for the looks; the load must still run at the second look.
+    let load_secs = (run + quiet + look_apart).as_secs() + 60;
     let reconnect = humantime::format_duration(reconnect_every).to_string();
-    let load = load_with(
+    let mut load = load_with(
         &server,
         proxies,
         load_secs,
@@ -150,9 +158,13 @@ fn main() {
 
     // Churn stopped: every stream must settle (reconnects go on meanwhile).
     std::thread::sleep(quiet);
-    let first_look = pending(&server);
+    let first_look = pending(&server, proxies);
     std::thread::sleep(look_apart);
-    let second_look = pending(&server);
+    let second_look = pending(&server, proxies);
+    assert!(
+        load.try_wait().expect("the load generator").is_none(),
+        "the load generator ended before the second look"
+    );
     let stuck: Vec<_> = first_look.intersection(&second_look).collect();
     let report = report(load);
     let gone = Instant::now();
@@ -216,7 +228,17 @@ fn main() {
             .is_none_or(|m| m.is_empty()),
         "{report}"
     );
+    assert!(
+        report["streams_failed"]
+            .as_object()
+            .is_none_or(|m| m.is_empty()),
+        "{report}"
+    );
     assert!(report["reconnects"].as_u64().unwrap_or(0) > 0, "{report}");
+    assert!(
+        min_connected + (proxies / 10) as f64 >= proxies as f64,
+        "only {min_connected} of {proxies} proxies connected at one look while churning"
+    );
     if full() {
         assert!(
             mib_per_hour < mean_mib * 0.01,

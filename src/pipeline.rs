@@ -205,6 +205,8 @@ impl Publisher {
             let deadline = pending
                 .map(|(first, last)| (last + self.debounce.quiet).min(first + self.debounce.max));
             tokio::select! {
+                // Shutdown first: never publish a first snapshot while streams are closing.
+                biased;
                 _ = shutdown.cancelled() => return,
                 _ = self.readiness.wait(), if !synced => {
                     // Each source dropped its guard after queueing what it read: take all of it.

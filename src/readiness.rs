@@ -1,11 +1,15 @@
 //! Readiness as drop guards (as ztunnel's `readiness.rs`): every task whose first result the
 //! server must have before it publishes anything (one per Kubernetes watch, one per manifest
-//! directory) holds a [`ReadyGuard`] and drops it once that result is handed on. The
-//! publisher waits until no guard is left, so nobody counts the watches by hand.
+//! directory) holds a [`ReadyGuard`] and calls [`ReadyGuard::done`] once that result is handed
+//! on. The publisher waits until no guard is left, so nobody counts the watches by hand.
+//!
+//! Only `done` releases a guard. A guard dropped without it (its task returned early, was
+//! cancelled at shutdown, or panicked) stays pending: a task that never delivered its first
+//! result must never let the server publish, or report ready, with what the others read.
 //!
 //! A guard is registered synchronously, before the task that holds it is spawned, so the
 //! publisher can never see "nothing pending" only because a source has not started yet.
-//! Dropping a guard after sending the result on a channel orders the two: whoever sees the
+//! Calling `done` after sending the result on a channel orders the two: whoever sees the
 //! guard gone finds the result already queued.
 
 use std::collections::BTreeMap;
@@ -34,7 +38,7 @@ impl Readiness {
         Self::default()
     }
 
-    /// Registers a task the server must wait for; it is done when the guard is dropped.
+    /// Registers a task the server must wait for; it is done when [`ReadyGuard::done`] is called.
     pub fn block(&self, name: impl Into<String>) -> ReadyGuard {
         let name = name.into();
         self.pending
@@ -42,6 +46,7 @@ impl Readiness {
         ReadyGuard {
             readiness: self.clone(),
             name,
+            done: false,
         }
     }
 
@@ -63,17 +68,20 @@ impl Readiness {
     }
 }
 
-/// Held by a task the server waits for; dropping it marks the task done.
+/// Held by a task the server waits for; [`ReadyGuard::done`] marks the task done.
 #[derive(Debug)]
-#[must_use = "the task counts as done as soon as its guard is dropped"]
+#[must_use = "the task counts as done only when `done` is called"]
 pub struct ReadyGuard {
     readiness: Readiness,
     name: String,
+    done: bool,
 }
 
 impl ReadyGuard {
-    /// Marks the task done (the same as dropping the guard, said explicitly).
-    pub fn done(self) {}
+    /// Marks the task done: its first result is handed on.
+    pub fn done(mut self) {
+        self.done = true;
+    }
 
     /// The task's name.
     pub fn name(&self) -> &str {
@@ -83,6 +91,11 @@ impl ReadyGuard {
 
 impl Drop for ReadyGuard {
     fn drop(&mut self) {
+        if !self.done {
+            // Left pending for good: the server stays unready rather than serve without it.
+            tracing::error!(task = %self.name, "ended before its first result (at shutdown, or after the failure logged above); the server stays unready");
+            return;
+        }
         self.readiness.pending.send_modify(|p| {
             if let Some(n) = p.get_mut(&self.name) {
                 *n -= 1;
@@ -114,17 +127,33 @@ mod tests {
             let readiness = readiness.clone();
             async move { readiness.wait().await }
         });
-        drop(a);
+        a.done();
         assert_eq!(readiness.pending(), ["kube/configmaps", "kube/services"]);
         c.done();
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert!(!waiter.is_finished(), "one guard of kube/services is alive");
         assert_eq!(readiness.pending(), ["kube/services"]);
-        drop(b);
+        b.done();
         tokio::time::timeout(Duration::from_secs(1), waiter)
             .await
             .expect("ready after the last guard")
             .unwrap();
         assert!(readiness.pending().is_empty());
+    }
+
+    #[test]
+    fn a_guard_dropped_without_done_stays_pending() {
+        let readiness = Readiness::new();
+        let early = readiness.block("dir");
+        drop(early);
+        assert_eq!(readiness.pending(), ["dir"], "a task that returned early");
+        let panicked = readiness.block("kube/services");
+        let _ = std::thread::spawn(move || {
+            let _guard = panicked;
+            panic!("a converter panicked");
+        })
+        .join();
+        assert_eq!(readiness.pending(), ["dir", "kube/services"]);
+        assert!(!readiness.is_ready());
     }
 }

@@ -57,6 +57,10 @@ pub struct LoadConfig {
 
 /// Runs the simulation and returns its report.
 pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
+    anyhow::ensure!(
+        config.reconnect_every.is_none_or(|every| !every.is_zero()),
+        "--reconnect-every must be longer than 0 (each proxy would reconnect in a loop)"
+    );
     let started = Instant::now();
     let stop = CancellationToken::new();
     let (tx, mut rx) = mpsc::unbounded_channel();

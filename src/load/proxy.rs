@@ -105,7 +105,7 @@ pub(super) async fn proxy(
     let mut reconnect_at = config
         .reconnect_every
         .map(|every| Instant::now() + phase(every));
-    loop {
+    while !stop.is_cancelled() {
         match session(i, channel.clone(), config, events, stop, reconnect_at).await {
             SessionEnd::Over => return,
             SessionEnd::Reconnect => {
@@ -128,13 +128,17 @@ async fn session(
     let started = Instant::now();
     let channel = match channel {
         Some(c) => c,
-        None => match endpoint(config.xds_addr).connect().await {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = events.send(Observation::Failed(format!("connect: {e}")));
-                return SessionEnd::Over;
+        None => {
+            let endpoint = endpoint(config.xds_addr);
+            match stop.run_until_cancelled(endpoint.connect()).await {
+                None => return SessionEnd::Over,
+                Some(Ok(c)) => c,
+                Some(Err(e)) => {
+                    let _ = events.send(Observation::Failed(format!("connect: {e}")));
+                    return SessionEnd::Over;
+                }
             }
-        },
+        }
     };
     let cds = ResourceType::Cluster.type_url();
     let eds = ResourceType::Endpoint.type_url();
@@ -148,9 +152,11 @@ async fn session(
             ..Default::default()
         })
         .await;
-    let mut responses = match open_ads(channel, ReceiverStream::new(rx)).await {
-        Ok(r) => r,
-        Err(status) => {
+    let open = open_ads(channel, ReceiverStream::new(rx));
+    let mut responses = match stop.run_until_cancelled(open).await {
+        None => return SessionEnd::Over,
+        Some(Ok(r)) => r,
+        Some(Err(status)) => {
             let _ = events.send(Observation::Ended(format!("{:?}", status.code())));
             return SessionEnd::Over;
         }

@@ -99,7 +99,9 @@ pub async fn run(
             }
             if first {
                 // Queued above: the publisher finds it when it sees the guard gone.
-                drop(ready.take());
+                if let Some(ready) = ready.take() {
+                    ready.done();
+                }
             }
         }
         let rescan = async {

@@ -138,20 +138,28 @@ async fn after_an_outage_a_410_relists_at_once_and_recovery_waits_for_the_list()
     tokio::time::sleep(Duration::from_millis(1)).await;
     assert!(readiness.is_ready(), "the guard goes with the first list");
 
-    // The apiserver goes away for a while: the delay grows to its cap.
+    // The apiserver goes away for a while: the delay grows to its cap, and each retry is a
+    // fresh watcher (so the next success is a completed list).
+    let mut current = first;
     for _ in 0..6 {
+        let retry = script.next_stream();
         let down = api_error(503, "the apiserver is shutting down");
-        first
+        current
             .unbounded_send(Err(watcher::Error::WatchStartFailed(down)))
             .unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(
+            script.streams.lock().unwrap().is_empty(),
+            "retried on a fresh watcher within the capped delay"
+        );
+        current = retry;
     }
-    tokio::time::sleep(Duration::from_secs(30)).await;
     assert_eq!(watch_errors(&status).len(), 1, "the outage is reported");
 
     // It is back, with a new watch cache: the old resource version is gone.
     let second = script.next_stream();
     let back = Instant::now();
-    first.unbounded_send(Err(gone())).unwrap();
+    current.unbounded_send(Err(gone())).unwrap();
     second.unbounded_send(Ok(Event::Init)).unwrap();
     second
         .unbounded_send(Ok(Event::InitApply(svc("a"))))
@@ -173,6 +181,38 @@ async fn after_an_outage_a_410_relists_at_once_and_recovery_waits_for_the_list()
         "re-listed {took:?} after the 410 (no retry delay)"
     );
     assert!(watch_errors(&status).is_empty(), "recovered after the list");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_blip_on_a_quiet_resource_recovers_with_a_list_not_with_the_next_change() {
+    let script = Script::default();
+    let first = script.next_stream();
+    let (mut events, status, _readiness) = start(&script);
+    first.unbounded_send(Ok(Event::Init)).unwrap();
+    first
+        .unbounded_send(Ok(Event::InitApply(svc("a"))))
+        .unwrap();
+    first.unbounded_send(Ok(Event::InitDone)).unwrap();
+    next(&mut events).await;
+    // The connection drops once; the apiserver is back at once and nothing ever changes (a
+    // resumed watch would send no event, and the error would stay reported for good).
+    let second = script.next_stream();
+    let down = api_error(503, "connection reset");
+    first
+        .unbounded_send(Err(watcher::Error::WatchStartFailed(down)))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(watch_errors(&status).len(), 1, "the blip is reported");
+    second.unbounded_send(Ok(Event::Init)).unwrap();
+    second
+        .unbounded_send(Ok(Event::InitApply(svc("a"))))
+        .unwrap();
+    second.unbounded_send(Ok(Event::InitDone)).unwrap();
+    assert_eq!(names(&next(&mut events).await), ["a"]);
+    assert!(
+        watch_errors(&status).is_empty(),
+        "the re-list after the retry delay says it recovered"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -233,7 +273,7 @@ async fn a_list_that_keeps_failing_is_reported_steadily_and_never_called_recover
         .finish();
     let _log = tracing::subscriber::set_default(subscriber);
     let script = Script::default();
-    let feed = script.next_stream();
+    let mut feed = script.next_stream();
     let (mut events, status, readiness) = start(&script);
     let forbidden = || {
         watcher::Error::InitialListFailed(api_error(
@@ -250,9 +290,12 @@ async fn a_list_that_keeps_failing_is_reported_steadily_and_never_called_recover
             assert_eq!(errors.len(), 1, "attempt {attempt}: still reported");
             assert!(errors[0].reason.contains("rbac.yaml"), "{errors:?}");
         }
+        // Each retry starts over on a fresh watcher, as kube-runtime's own retry would list.
+        let retry = script.next_stream();
         feed.unbounded_send(Err(forbidden())).unwrap();
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(watch_errors(&status).len(), 1, "attempt {attempt}");
+        feed = retry;
     }
     let text = log.text();
     assert!(!text.contains("recovered"), "{text}");

@@ -47,7 +47,7 @@ pub(super) struct Watch {
     pub metrics: KubeMetrics,
     /// Ends the loop.
     pub shutdown: CancellationToken,
-    /// Dropped once the first list is queued (and, for the mesh config, valid).
+    /// Done once the first list is queued (and, for the mesh config, valid).
     pub ready: Option<ReadyGuard>,
 }
 
@@ -90,6 +90,9 @@ impl Watch {
                     let streak = last_expired.is_some_and(|t| t.elapsed() < EXPIRY_STREAK);
                     last_expired = Some(Instant::now());
                     if streak {
+                        // Expiring again without progress (a list whose continue token keeps
+                        // expiring): the watch is stale, so say so where operators look.
+                        self.failed(&mut failing, &index, &e);
                         let delay = expiry.next_delay();
                         tracing::warn!(
                             ?delay,
@@ -109,10 +112,14 @@ impl Watch {
                 }
                 Err(e) => {
                     self.failed(&mut failing, &index, &e);
-                    // The watcher retries on the next poll: wait first.
                     if self.sleep(retry.next_delay()).await.is_err() {
                         return;
                     }
+                    // Start over with a list, not a resumed watch: the next success is then a
+                    // completed list (InitDone), which says the watch recovered even on a
+                    // resource where nothing changes, and catches up at once with what
+                    // changed while the apiserver was away.
+                    stream = connect();
                     continue;
                 }
             };
@@ -166,7 +173,9 @@ impl Watch {
                 }
                 tracing::info!(objects = index.len(), "initial list done");
                 // Queued above: the publisher finds it when it sees the guard gone.
-                self.ready = None;
+                if let Some(ready) = self.ready.take() {
+                    ready.done();
+                }
             }
         }
     }
