@@ -111,7 +111,7 @@ fn main() {
     std::thread::sleep(Duration::from_millis(500));
     let files_before = server.open_files();
     // Margin for connecting and for the looks; the load must still run at the second look.
-    let load_secs = (run + quiet + look_apart).as_secs() + 60;
+    let load_secs = (run + quiet + look_apart + secs(60.0)).as_secs();
     let reconnect = humantime::format_duration(reconnect_every).to_string();
     let mut load = load_with(
         &server,
