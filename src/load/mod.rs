@@ -12,6 +12,8 @@
 //!
 //! [`stall`] is the other mode (`--stall-bytes`): streams that pin memory instead of behaving.
 
+mod ads;
+mod names;
 mod proxy;
 pub mod report;
 pub mod stall;
@@ -79,12 +81,13 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
     } else {
         Duration::ZERO
     };
+    let lists = names::NameLists::default();
     for i in 0..config.proxies {
         let channel = (!shared.is_empty()).then(|| shared[i % shared.len()].clone());
-        let (config, tx, stop) = (config.clone(), tx.clone(), stop.clone());
+        let (config, tx, stop, lists) = (config.clone(), tx.clone(), stop.clone(), lists.clone());
         tokio::spawn(async move {
             tokio::time::sleep(step * i as u32).await;
-            proxy::proxy(i, channel, &config, &tx, &stop).await;
+            proxy::proxy(i, channel, &config, &tx, &stop, &lists).await;
         });
     }
     drop(tx);

@@ -1,7 +1,6 @@
 //! One simulated proxy: its ADS sessions, subscribing and ACKing like Envoy, and reconnecting
 //! on schedule when asked to.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -9,33 +8,14 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
+use super::ads;
+use super::names::NameLists;
 use super::summary::{assignment_names, route_names, ResponseSummary, Subscription};
 use super::LoadConfig;
 use crate::snapshot::ResourceType;
-
-const ADS_METHOD: &str =
-    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
-
-/// Opens an ADS stream whose responses decode as [`ResponseSummary`].
-async fn open_ads(
-    channel: Channel,
-    requests: ReceiverStream<DiscoveryRequest>,
-) -> Result<tonic::Streaming<ResponseSummary>, tonic::Status> {
-    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(64 * 1024 * 1024);
-    grpc.ready()
-        .await
-        .map_err(|e| tonic::Status::unavailable(format!("connection not ready: {e}")))?;
-    let codec = tonic_prost::ProstCodec::<DiscoveryRequest, ResponseSummary>::default();
-    let path = http::uri::PathAndQuery::from_static(ADS_METHOD);
-    Ok(grpc
-        .streaming(tonic::Request::new(requests), path, codec)
-        .await?
-        .into_inner())
-}
 
 /// What a simulated proxy reports to the run.
 pub(super) enum Observation {
@@ -100,13 +80,24 @@ pub(super) async fn proxy(
     config: &LoadConfig,
     events: &mpsc::UnboundedSender<Observation>,
     stop: &CancellationToken,
+    lists: &NameLists,
 ) {
     let phase = |every: Duration| every.mul_f64((i as f64 + 1.0) / config.proxies.max(1) as f64);
     let mut reconnect_at = config
         .reconnect_every
         .map(|every| Instant::now() + phase(every));
     while !stop.is_cancelled() {
-        match session(i, channel.clone(), config, events, stop, reconnect_at).await {
+        match session(
+            i,
+            channel.clone(),
+            config,
+            events,
+            stop,
+            lists,
+            reconnect_at,
+        )
+        .await
+        {
             SessionEnd::Over => return,
             SessionEnd::Reconnect => {
                 let _ = events.send(Observation::Reconnected);
@@ -123,6 +114,7 @@ async fn session(
     config: &LoadConfig,
     events: &mpsc::UnboundedSender<Observation>,
     stop: &CancellationToken,
+    lists: &NameLists,
     reconnect_at: Option<Instant>,
 ) -> SessionEnd {
     let started = Instant::now();
@@ -144,18 +136,17 @@ async fn session(
     let eds = ResourceType::Endpoint.type_url();
     let lds = ResourceType::Listener.type_url();
     let rds = ResourceType::Route.type_url();
-    let (tx, rx) = mpsc::channel(16);
-    let _ = tx
-        .send(DiscoveryRequest {
-            node: Some(node(i, &config.revision)),
-            type_url: cds.to_string(),
-            ..Default::default()
-        })
-        .await;
-    let open = open_ads(channel, ReceiverStream::new(rx));
-    let mut responses = match stop.run_until_cancelled(open).await {
+    let first = DiscoveryRequest {
+        node: Some(node(i, &config.revision)),
+        type_url: cds.to_string(),
+        ..Default::default()
+    };
+    let (requests, mut responses) = match stop
+        .run_until_cancelled(ads::open(channel, &first, None))
+        .await
+    {
         None => return SessionEnd::Over,
-        Some(Ok(r)) => r,
+        Some(Ok(opened)) => opened,
         Some(Err(status)) => {
             let _ = events.send(Observation::Ended(format!("{:?}", status.code())));
             return SessionEnd::Over;
@@ -170,10 +161,7 @@ async fn session(
     tokio::pin!(reconnect);
     let mut opened = false;
     let mut have_cds = false;
-    let mut eds_names: Vec<String> = Vec::new();
-    let mut eds_nonce = String::new();
-    let mut eds_version = String::new();
-    let mut eds_seen: BTreeSet<String> = BTreeSet::new();
+    let mut endpoints = Subscription::default();
     let mut routes = Subscription::default();
     let mut lds_asked = false;
     let mut have_lds = false;
@@ -212,21 +200,21 @@ async fn session(
             Vec::new()
         };
         let names: Vec<String> = resources.iter().filter_map(|any| any.name()).collect();
+        drop(resources);
         let ack_names = if response.type_url == eds {
-            eds_names.clone()
+            Some(&endpoints.list)
         } else if response.type_url == rds {
-            routes.names.clone()
+            Some(&routes.list)
         } else {
-            Vec::new()
+            None
         };
         let ack = DiscoveryRequest {
             type_url: response.type_url.clone(),
             version_info: response.version_info.clone(),
             response_nonce: response.nonce.clone(),
-            resource_names: ack_names,
             ..Default::default()
         };
-        if tx.send(ack).await.is_err() {
+        if requests.send(&ack, ack_names).await.is_err() {
             return SessionEnd::Over;
         }
         let _ = events.send(Observation::Ack {
@@ -237,18 +225,12 @@ async fn session(
         if response.type_url == cds {
             have_cds = true;
             if config.eds {
-                let wanted = assignments;
-                if wanted != eds_names {
-                    eds_names = wanted;
-                    eds_seen.retain(|n| eds_names.binary_search(n).is_ok());
-                    let subscribe = DiscoveryRequest {
-                        type_url: eds.to_string(),
-                        version_info: eds_version.clone(),
-                        response_nonce: eds_nonce.clone(),
-                        resource_names: eds_names.clone(),
-                        ..Default::default()
-                    };
-                    if tx.send(subscribe).await.is_err() {
+                if let Some(subscribe) = endpoints.wants(assignments, eds, lists) {
+                    if requests
+                        .send(&subscribe, Some(&endpoints.list))
+                        .await
+                        .is_err()
+                    {
                         return SessionEnd::Over;
                     }
                 }
@@ -259,30 +241,24 @@ async fn session(
                     type_url: lds.to_string(),
                     ..Default::default()
                 };
-                if tx.send(subscribe).await.is_err() {
+                if requests.send(&subscribe, None).await.is_err() {
                     return SessionEnd::Over;
                 }
             }
         } else if response.type_url == eds {
-            eds_nonce = response.nonce.clone();
-            eds_version = response.version_info.clone();
-            eds_seen.extend(names);
+            endpoints.answered(&response, &names);
         } else if response.type_url == lds {
             have_lds = true;
-            if let Some(subscribe) = routes.wants(route_names, rds) {
-                if tx.send(subscribe).await.is_err() {
+            if let Some(subscribe) = routes.wants(route_names, rds, lists) {
+                if requests.send(&subscribe, Some(&routes.list)).await.is_err() {
                     return SessionEnd::Over;
                 }
             }
         } else if response.type_url == rds {
-            routes.answered(&response, names);
+            routes.answered(&response, &names);
         }
         let listeners_done = !config.lds || (have_lds && routes.complete());
-        if !full
-            && have_cds
-            && listeners_done
-            && (!config.eds || eds_names.iter().all(|n| eds_seen.contains(n)))
-        {
+        if !full && have_cds && listeners_done && (!config.eds || endpoints.complete()) {
             full = true;
             let _ = events.send(Observation::FullConfig(started.elapsed()));
         }

@@ -2,9 +2,13 @@
 //! and of a listener the route configurations it names (to subscribe to RDS as Envoy does).
 //! Decoded with message types that hold only those fields: prost skips the rest.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use prost::Message;
+
+use super::names::{Answered, NameList, NameLists};
 
 /// A response, reduced to what a simulated proxy reads.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -156,42 +160,51 @@ pub(super) fn route_names(listeners: &[AnySummary]) -> Vec<String> {
     names
 }
 
-/// The RDS subscription of a simulated proxy: the names it asked for and those answered.
+/// An EDS or RDS subscription of a simulated proxy: the names it asked for (a list shared
+/// by the run's proxies) and which of them were answered.
 #[derive(Debug, Default)]
 pub(super) struct Subscription {
-    /// Subscribed names, sorted.
-    pub names: Vec<String>,
-    answered: std::collections::BTreeSet<String>,
+    /// Subscribed names.
+    pub list: Arc<NameList>,
+    answered: Answered,
     nonce: String,
     version: String,
 }
 
 impl Subscription {
-    /// The request that subscribes to `names` (sorted), if they differ from the current ones.
-    pub fn wants(&mut self, names: Vec<String>, type_url: &str) -> Option<DiscoveryRequest> {
-        if names == self.names {
+    /// The request that subscribes to `names` (sorted), if they differ from the current ones;
+    /// it goes out with [`Self::list`] as its names.
+    pub fn wants(
+        &mut self,
+        names: Vec<String>,
+        type_url: &str,
+        lists: &NameLists,
+    ) -> Option<DiscoveryRequest> {
+        if names == self.list.names {
             return None;
         }
-        self.answered.retain(|n| names.binary_search(n).is_ok());
-        self.names = names;
+        let list = lists.intern(names);
+        self.answered = self.answered.carry_over(&self.list, &list);
+        self.list = list;
         Some(DiscoveryRequest {
             type_url: type_url.to_string(),
             version_info: self.version.clone(),
             response_nonce: self.nonce.clone(),
-            resource_names: self.names.clone(),
             ..Default::default()
         })
     }
 
     /// Records a response to the subscription.
-    pub fn answered(&mut self, response: &ResponseSummary, names: Vec<String>) {
-        self.nonce = response.nonce.clone();
-        self.version = response.version_info.clone();
-        self.answered.extend(names);
+    pub fn answered(&mut self, response: &ResponseSummary, names: &[String]) {
+        self.nonce.clone_from(&response.nonce);
+        self.version.clone_from(&response.version_info);
+        for name in names {
+            self.answered.mark(&self.list, name);
+        }
     }
 
     /// Every subscribed name was answered.
     pub fn complete(&self) -> bool {
-        self.names.iter().all(|n| self.answered.contains(n))
+        self.answered.all(&self.list)
     }
 }
