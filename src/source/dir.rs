@@ -205,6 +205,9 @@ impl DirSource {
             Ok(Reading::Content(bytes, id)) => (bytes, id),
             // A directory named like a manifest that never was one is just a directory.
             Ok(Reading::Directory) if !known => return None,
+            // Removed between listing and reading (a rename over it, a delete): not a
+            // problem with the file; the next scan finds it gone or replaced.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(SETTLE),
             other => {
                 let reason = match other {
                     Ok(Reading::Directory) => "was a manifest file and is now a directory; its last good content stays served until it is a file again or removed".to_string(),

@@ -353,3 +353,15 @@ fn a_config_map_volume_update_is_taken_at_once() {
     let scan = source.scan(&Hints::default());
     assert_eq!((services(&scan), scan.pending), (1, 0));
 }
+
+#[test]
+fn a_file_removed_between_listing_and_reading_is_no_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("svc.yaml");
+    let mut source = source(dir.path());
+    // What a scan does with a path it listed that is gone when it reads it.
+    let again = source.look_at(&path, None, false, Instant::now(), &Hints::default());
+    assert_eq!(again, Some(SETTLE), "looked at again soon");
+    let scan = source.scan(&Hints::default());
+    assert!(scan.errors.is_empty(), "{:?}", scan.errors);
+}
