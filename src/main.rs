@@ -64,6 +64,13 @@ async fn main() -> anyhow::Result<()> {
             if has("rds") && !has("lds") {
                 anyhow::bail!("--types rds needs lds: route names come from the listeners");
             }
+            // Thousands of simulated proxies take a burst of memory each time a config
+            // arrives and free it once it is read; without background purging jemalloc keeps
+            // the freed pages until the process allocates again, so the generator's RSS would
+            // measure its peak, not what it holds.
+            if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+                tracing::warn!(error = %e, "cannot turn on jemalloc's background purging");
+            }
             let report = revplane::load::run(revplane::load::LoadConfig {
                 xds_addr: args.xds_addr,
                 proxies: args.proxies,
