@@ -22,6 +22,20 @@ fn raise_open_file_limit() {
     }
 }
 
+/// Prints a load report as JSON or as its table.
+fn print_report<R: serde::Serialize>(
+    json: bool,
+    report: &R,
+    table: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{}", table());
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -45,12 +59,7 @@ async fn main() -> anyhow::Result<()> {
                 duration: args.duration,
             })
             .await?;
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", report.to_table());
-            }
-            Ok(())
+            print_report(args.json, &report, || report.to_table())
         }
         Command::Load(args) => {
             let known = ["cds", "eds", "lds", "rds"];
@@ -84,12 +93,7 @@ async fn main() -> anyhow::Result<()> {
                 reconnect_every: args.reconnect_every,
             })
             .await?;
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", report.to_table());
-            }
-            Ok(())
+            print_report(args.json, &report, || report.to_table())
         }
         Command::Tag(command) => {
             revplane::ctl::tag::run(command, kube_client().await?, &mut std::io::stdout()).await?;

@@ -76,30 +76,26 @@ pub fn decode_review(body: &[u8]) -> Result<Review, String> {
     };
     let is_pod = peeked.kind.group.is_empty() && peeked.kind.kind == "Pod";
     if !is_pod || peeked.operation != Operation::Create {
-        let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body).map_err(|e| {
-            format!(
-                "malformed AdmissionReview: {}\n",
-                bounded(&e.to_string(), ECHO)
-            )
-        })?;
-        let request: AdmissionRequest<DynamicObject> = review
-            .try_into()
-            .map_err(|_| "AdmissionReview has no request\n".to_string())?;
+        let request = request_of::<DynamicObject>(body, "malformed AdmissionReview")?;
         return Ok(Review::Other(Box::new(request)));
     }
-    let review: AdmissionReview<Pod> = serde_json::from_slice(body).map_err(|e| {
-        format!(
-            "request.object is not a valid Pod: {}\n",
-            bounded(&e.to_string(), ECHO)
-        )
-    })?;
-    let request: AdmissionRequest<Pod> = review
-        .try_into()
-        .map_err(|_| "AdmissionReview has no request\n".to_string())?;
+    let request = request_of::<Pod>(body, "request.object is not a valid Pod")?;
     if request.object.is_none() {
         return Err("a Pod CREATE review without request.object\n".to_string());
     }
     Ok(Review::PodCreate(Box::new(request)))
+}
+
+/// The review's request with its object decoded as `T`; `what` leads the error message.
+fn request_of<T>(body: &[u8], what: &str) -> Result<AdmissionRequest<T>, String>
+where
+    T: kube::Resource + serde::de::DeserializeOwned,
+{
+    let review: AdmissionReview<T> = serde_json::from_slice(body)
+        .map_err(|e| format!("{what}: {}\n", bounded(&e.to_string(), ECHO)))?;
+    review
+        .try_into()
+        .map_err(|_| "AdmissionReview has no request\n".to_string())
 }
 
 impl Injector {
