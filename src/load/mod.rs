@@ -87,7 +87,13 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         let (config, tx, stop, lists) = (config.clone(), tx.clone(), stop.clone(), lists.clone());
         tokio::spawn(async move {
             tokio::time::sleep(step * i as u32).await;
-            proxy::proxy(i, channel, &config, &tx, &stop, &lists).await;
+            let run = proxy::Run {
+                config: &config,
+                events: &tx,
+                stop: &stop,
+                lists: &lists,
+            };
+            proxy::proxy(i, channel, run).await;
         });
     }
     drop(tx);

@@ -63,6 +63,15 @@ pub(super) fn node(i: usize, revision: &str) -> Node {
     }
 }
 
+/// What every simulated proxy of a run shares.
+#[derive(Clone, Copy)]
+pub(super) struct Run<'a> {
+    pub config: &'a LoadConfig,
+    pub events: &'a mpsc::UnboundedSender<Observation>,
+    pub stop: &'a CancellationToken,
+    pub lists: &'a NameLists,
+}
+
 /// How a session (one ADS stream) ended.
 enum SessionEnd {
     /// The run is over, or the stream failed or was refused (reported).
@@ -74,30 +83,19 @@ enum SessionEnd {
 /// One simulated proxy: sessions one after another until the run stops. With
 /// [`LoadConfig::reconnect_every`], proxy `i` of `n` first reconnects at `every * (i + 1) / n`
 /// and then every `every`, so the reconnects are spread evenly over each period.
-pub(super) async fn proxy(
-    i: usize,
-    channel: Option<Channel>,
-    config: &LoadConfig,
-    events: &mpsc::UnboundedSender<Observation>,
-    stop: &CancellationToken,
-    lists: &NameLists,
-) {
+pub(super) async fn proxy(i: usize, channel: Option<Channel>, run: Run<'_>) {
+    let Run {
+        config,
+        events,
+        stop,
+        ..
+    } = run;
     let phase = |every: Duration| every.mul_f64((i as f64 + 1.0) / config.proxies.max(1) as f64);
     let mut reconnect_at = config
         .reconnect_every
         .map(|every| Instant::now() + phase(every));
     while !stop.is_cancelled() {
-        match session(
-            i,
-            channel.clone(),
-            config,
-            events,
-            stop,
-            lists,
-            reconnect_at,
-        )
-        .await
-        {
+        match session(i, channel.clone(), run, reconnect_at).await {
             SessionEnd::Over => return,
             SessionEnd::Reconnect => {
                 let _ = events.send(Observation::Reconnected);
@@ -111,12 +109,15 @@ pub(super) async fn proxy(
 async fn session(
     i: usize,
     channel: Option<Channel>,
-    config: &LoadConfig,
-    events: &mpsc::UnboundedSender<Observation>,
-    stop: &CancellationToken,
-    lists: &NameLists,
+    run: Run<'_>,
     reconnect_at: Option<Instant>,
 ) -> SessionEnd {
+    let Run {
+        config,
+        events,
+        stop,
+        lists,
+    } = run;
     let started = Instant::now();
     let channel = match channel {
         Some(c) => c,
