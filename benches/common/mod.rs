@@ -28,17 +28,83 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The shape of a bench catalog: how many Services, how many endpoints each, how many ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub services: usize,
+    /// Ready endpoints per service: all `Fixed(n)`, or 2–10 varying by service (`Realistic`).
+    pub endpoints: Endpoints,
+    /// HTTP ports per service (one cluster and one assignment each).
+    pub ports: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoints {
+    Fixed(usize),
+    /// 2 to 10 endpoints, spread evenly over the services (a mean of 6).
+    Realistic,
+}
+
+impl Shape {
+    pub fn fixed(services: usize, endpoints: usize) -> Shape {
+        Shape {
+            services,
+            endpoints: Endpoints::Fixed(endpoints),
+            ports: 1,
+        }
+    }
+
+    /// The catalog real clusters look like: services of 2–10 endpoints, one port.
+    pub fn realistic(services: usize) -> Shape {
+        Shape {
+            services,
+            endpoints: Endpoints::Realistic,
+            ports: 1,
+        }
+    }
+
+    pub fn endpoints_of(&self, i: usize) -> usize {
+        match self.endpoints {
+            Endpoints::Fixed(n) => n,
+            Endpoints::Realistic => 2 + (i * 7) % 9,
+        }
+    }
+
+    pub fn clusters(&self) -> usize {
+        self.services * self.ports
+    }
+
+    pub fn describe(&self) -> String {
+        let eps = match self.endpoints {
+            Endpoints::Fixed(n) => format!("{n} endpoints"),
+            Endpoints::Realistic => "2-10 endpoints".to_string(),
+        };
+        format!("{} services x {} port(s), {eps}", self.services, self.ports)
+    }
+}
+
 /// A manifest directory: `services` Services in 10 namespaces, one file per service, each
 /// with one slice of `endpoints` ready endpoints.
 pub fn mesh(dir: &Path, services: usize, endpoints: usize) {
-    for i in 0..services {
-        write_service(dir, i, endpoints, 0);
+    write_mesh(dir, Shape::fixed(services, endpoints));
+}
+
+/// A manifest directory of `shape`, one file per service.
+pub fn write_mesh(dir: &Path, shape: Shape) {
+    for i in 0..shape.services {
+        write_shaped(dir, shape, i, 0);
     }
 }
 
 pub fn write_service(dir: &Path, i: usize, endpoints: usize, generation: usize) {
+    write_shaped(dir, Shape::fixed(i + 1, endpoints), i, generation);
+}
+
+/// Writes service `i` of `shape` (write and rename, as the docs ask); `generation` shifts its
+/// endpoint addresses, so a new generation is an endpoint change.
+pub fn write_shaped(dir: &Path, shape: Shape, i: usize, generation: usize) {
     let ns = format!("ns{}", i % 10);
-    let eps: String = (0..endpoints)
+    let eps: String = (0..shape.endpoints_of(i))
         .map(|e| {
             format!(
                 "- addresses: [10.{}.{}.{}]\n",
@@ -48,10 +114,25 @@ pub fn write_service(dir: &Path, i: usize, endpoints: usize, generation: usize) 
             )
         })
         .collect();
+    let (svc_ports, slice_ports): (Vec<String>, Vec<String>) = (0..shape.ports)
+        .map(|p| {
+            // `http`, `http-1`, …: the first port's text is what the benches always wrote.
+            let name = if p == 0 {
+                "http".to_string()
+            } else {
+                format!("http-{p}")
+            };
+            (
+                format!("{{name: {name}, port: {}}}", 80 + p),
+                format!("{{name: {name}, port: {}}}", 8080 + p),
+            )
+        })
+        .unzip();
+    let (svc_ports, slice_ports) = (svc_ports.join(", "), slice_ports.join(", "));
     let yaml = format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: svc{i}, namespace: {ns}}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\n\
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: svc{i}, namespace: {ns}}}\nspec: {{ports: [{svc_ports}]}}\n---\n\
          apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: svc{i}-1, namespace: {ns}, labels: {{kubernetes.io/service-name: svc{i}}}}}\n\
-         addressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints:\n{eps}"
+         addressType: IPv4\nports: [{slice_ports}]\nendpoints:\n{eps}"
     );
     let tmp = dir.join(format!(".svc{i}.tmp"));
     std::fs::write(&tmp, yaml).unwrap();
