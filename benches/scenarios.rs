@@ -5,14 +5,38 @@
 //! smoke test and asserts nothing about time. Sizes can be overridden:
 //! `REVPLANE_BENCH_IDLE=1000,5000,10000`, `REVPLANE_BENCH_STORM=5000`,
 //! `REVPLANE_BENCH_FANOUT=10000`, `REVPLANE_BENCH_CHURN=1000` (proxies),
-//! `REVPLANE_BENCH_CHURN_SECS=60`, `REVPLANE_BENCH_ONLY=idle|storm|fanout|churn`;
+//! `REVPLANE_BENCH_CHURN_SECS=60`, `REVPLANE_BENCH_LARGE=2000`,
+//! `REVPLANE_BENCH_ONLY=idle|storm|fanout|churn|large`;
+//! `REVPLANE_BENCH_CATALOGS=realistic,small` (storm and fan-out run on each: `realistic` is
+//! 1,000 services of 2–10 endpoints, the headline; `small` is 10 services of 10 endpoints);
 //! `REVPLANE_BENCH_SERVER_ARGS="--push-concurrency 2048"` adds flags to `revplane serve`.
+//! `large` (not in the default run) is the storm of a large cluster: 10,000 services × 2 ports
+//! (20,000 clusters, 4 endpoints each) and 2,000 proxies connecting at once.
 
 mod common;
 
 use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
+
+/// The catalogs storm and fan-out run on, by name.
+fn catalogs() -> Vec<(String, Shape)> {
+    let names =
+        std::env::var("REVPLANE_BENCH_CATALOGS").unwrap_or_else(|_| "realistic,small".into());
+    names
+        .split(',')
+        .map(|name| {
+            let shape = match name {
+                "realistic" => Shape::realistic(if full() { 1000 } else { 20 }),
+                "small" => Shape::fixed(10, 10),
+                other => {
+                    panic!("REVPLANE_BENCH_CATALOGS: unknown catalog {other} (realistic, small)")
+                }
+            };
+            (name.to_string(), shape)
+        })
+        .collect()
+}
 
 fn idle(sizes: &[usize]) {
     for &n in sizes {
@@ -43,44 +67,49 @@ fn idle(sizes: &[usize]) {
     }
 }
 
-fn storm(n: usize, services: usize) {
+fn storm(n: usize, name: &str, shape: Shape, secs: u64) {
     let dir = tempdir();
-    mesh(&dir, services, 10);
+    write_mesh(&dir, shape);
     let server = Server::start(&dir, "100ms");
-    let child = load(&server, n, if full() { 20 } else { 3 });
+    let cpu0 = server.cpu_seconds();
+    let child = load(&server, n, if full() { secs } else { 3 });
     let connected = wait_connected(&server, n, Duration::from_secs(60));
     let r = report(child);
     let full = &r["first_full_config"];
     println!(
-        "storm {n} proxies x {services} clusters/assignments: all connected in {:.2} s; full config ACKed p50 {:.0} ms p99 {:.0} ms max {:.0} ms ({} of {n}); refused {}; server peak RSS {:.1} MiB",
+        "storm {n} proxies, {name} catalog ({}): all connected in {:.2} s; full config ACKed p50 {:.0} ms p99 {:.0} ms max {:.0} ms ({} of {n}); refused {}; failed {}; server peak RSS {:.1} MiB, CPU {:.2} s",
+        shape.describe(),
         connected.as_secs_f64(),
         full["p50_ms"].as_f64().unwrap_or(0.0),
         full["p99_ms"].as_f64().unwrap_or(0.0),
         full["max_ms"].as_f64().unwrap_or(0.0),
         full["count"],
         r["streams_refused"],
-        server.status_kib("VmHWM:") as f64 / 1024.0
+        r["streams_failed"],
+        server.status_kib("VmHWM:") as f64 / 1024.0,
+        server.cpu_seconds() - cpu0,
     );
     let _ = std::fs::remove_dir_all(dir);
 }
 
-fn fanout(n: usize) {
+fn fanout(n: usize, name: &str, shape: Shape) {
+    // The floor first, on a quiet machine, for this run's comparison.
+    let floor_ms = floor::measure(n);
     let dir = tempdir();
-    mesh(&dir, 10, 10);
+    write_mesh(&dir, shape);
     // No quiet period: the figure is the push, not the debounce.
     let server = Server::start(&dir, "1ms");
-    let child = load(&server, n, if full() { 30 } else { 4 });
+    let child = load(&server, n, if full() { 60 } else { 6 });
     wait_connected(&server, n, Duration::from_secs(25));
-    std::thread::sleep(Duration::from_secs(if full() { 3 } else { 1 }));
+    // The connect storm must be over: the figure is one change's push, not the storm's tail.
+    let synced = wait_synced(&server, n, Duration::from_secs(120));
+    std::thread::sleep(Duration::from_secs(1));
     let encodes0 = server.metric("revplane_snapshot_encodes_total{revision=\"bench\"}");
-    let cpu0 = server.cpu_seconds();
+    let sampler = CpuSampler::start(server.child.id());
     let edited = SystemTime::now();
-    write_service(&dir, 3, 10, 1);
-    // The push is over well within this window; later CPU (the load generator leaving,
-    // 10,000 streams closing) is not the push's.
-    std::thread::sleep(Duration::from_secs(if full() { 3 } else { 1 }));
-    let cpu = server.cpu_seconds() - cpu0;
+    write_shaped(&dir, shape, 3, 1);
     let r = report(child);
+    let samples = sampler.stop();
     let encodes = server.metric("revplane_snapshot_encodes_total{revision=\"bench\"}") - encodes0;
     let published_ms =
         server.metric("revplane_snapshot_published_timestamp_seconds{revision=\"bench\"}") * 1000.0;
@@ -94,22 +123,27 @@ fn fanout(n: usize) {
         .cloned()
         .unwrap_or_default();
     let first_ack_ms = version["first_ack_unix_ms"].as_f64().unwrap_or(0.0);
+    // From the edit to the last ACK of the change: the push and its ACKs, nothing after
+    // (the load generator leaving, 10,000 streams closing).
+    let last_ack_ms = version["last_ack_unix_ms"].as_f64().unwrap_or(0.0);
+    let cpu = samples.between(edit_ms, last_ack_ms);
     let first = first_ack_ms - edit_ms;
     let conv = &version["convergence"];
-    let floor_ms = 85.0 * n as f64 / 9000.0;
     let p99 = first + conv["p99_ms"].as_f64().unwrap_or(0.0);
     // From the moment the server had the change: the directory source takes an edited file
     // only once it reads the same twice, 50 ms apart (a Kubernetes watch event has no wait).
     let published_to_first = first_ack_ms - published_ms;
     let published_p99 = published_to_first + conv["p99_ms"].as_f64().unwrap_or(0.0);
     println!(
-        "fan-out {n} streams, one assignment changed: {} ACKs; edit->first ACK {first:.0} ms, edit->ACK p50 {:.0} ms p99 {p99:.0} ms max {:.0} ms ({:.1}x the raw floor of {floor_ms:.0} ms); published->first ACK {published_to_first:.0} ms, published->ACK p99 {published_p99:.0} ms ({:.1}x the floor); serializations {encodes}; server CPU in the {} s after the edit {cpu:.2} s",
+        "fan-out {n} streams, {name} catalog ({}), one assignment changed: {} ACKs; edit->first ACK {first:.0} ms, edit->ACK p50 {:.0} ms p99 {p99:.0} ms max {:.0} ms ({:.1}x the raw floor of {floor_ms:.0} ms, measured now); published->first ACK {published_to_first:.0} ms, published->ACK p99 {published_p99:.0} ms ({:.1}x the floor); serializations {encodes}; server CPU from the edit to the last ACK {cpu:.2} s = {:.1} us per stream per push; storm synced in {:.1} s",
+        shape.describe(),
         version["acks"],
         first + conv["p50_ms"].as_f64().unwrap_or(0.0),
         first + conv["max_ms"].as_f64().unwrap_or(0.0),
         p99 / floor_ms,
         published_p99 / floor_ms,
-        if full() { 3 } else { 1 },
+        cpu * 1e6 / n as f64,
+        synced.as_secs_f64(),
     );
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -155,6 +189,7 @@ fn churn(n: usize, secs: u64) {
 }
 
 fn main() {
+    floor::serve_if_asked();
     let only = std::env::var("REVPLANE_BENCH_ONLY").ok();
     let run = |name: &str| only.as_deref().is_none_or(|o| o == name);
     println!(
@@ -175,18 +210,28 @@ fn main() {
         idle(&sizes);
     }
     if run("storm") {
-        storm(
-            env_or("REVPLANE_BENCH_STORM", 5000, 20),
-            if full() { 1000 } else { 20 },
-        );
+        for (name, shape) in catalogs() {
+            storm(env_or("REVPLANE_BENCH_STORM", 5000, 20), &name, shape, 20);
+        }
     }
     if run("fanout") {
-        fanout(env_or("REVPLANE_BENCH_FANOUT", 10_000, 20));
+        for (name, shape) in catalogs() {
+            fanout(env_or("REVPLANE_BENCH_FANOUT", 10_000, 20), &name, shape);
+        }
     }
     if run("churn") {
         churn(
             env_or("REVPLANE_BENCH_CHURN", 1000, 10),
             env_or("REVPLANE_BENCH_CHURN_SECS", 60, 2),
         );
+    }
+    // Heavy (minutes, GBs): only when asked for.
+    if only.as_deref() == Some("large") {
+        let shape = Shape {
+            services: if full() { 10_000 } else { 20 },
+            endpoints: Endpoints::Fixed(4),
+            ports: 2,
+        };
+        storm(env_or("REVPLANE_BENCH_LARGE", 2000, 10), "large", shape, 90);
     }
 }

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod floor;
+
 /// Full size under `cargo bench`, smoke size under `cargo test`.
 pub fn full() -> bool {
     std::env::args().any(|a| a == "--bench")
@@ -212,15 +214,7 @@ impl Server {
 
     /// User + system CPU seconds used so far.
     pub fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, r)| r.split_whitespace().collect())
-            .unwrap_or_default();
-        let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-            + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        ticks / 100.0
+        cpu_seconds_of(self.child.id())
     }
 
     /// File descriptors the server holds open now.
@@ -233,6 +227,75 @@ impl Server {
     pub fn connected(&self) -> f64 {
         self.metric("revplane_xds_connected_proxies{revision=\"bench\"}")
     }
+}
+
+/// User + system CPU seconds process `pid` used so far (from `/proc`, 10 ms ticks).
+pub fn cpu_seconds_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// A process's CPU time sampled every 10 ms on a thread of its own, stamped with the Unix
+/// time: the CPU a push took is read off afterwards, between the change and the last ACK.
+pub struct CpuSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(f64, f64)>>,
+}
+
+impl CpuSampler {
+    pub fn start(pid: u32) -> CpuSampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                samples.push((unix_ms(), cpu_seconds_of(pid)));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            samples
+        });
+        CpuSampler { stop, thread }
+    }
+
+    /// Stops sampling; the samples as (Unix ms, CPU seconds).
+    pub fn stop(self) -> CpuSamples {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        CpuSamples(self.thread.join().unwrap())
+    }
+}
+
+pub struct CpuSamples(Vec<(f64, f64)>);
+
+impl CpuSamples {
+    /// CPU seconds used from Unix time `from_ms` to `to_ms` (the last sample at or before
+    /// `from_ms`, the first at or after `to_ms`).
+    pub fn between(&self, from_ms: f64, to_ms: f64) -> f64 {
+        let start = self
+            .0
+            .iter()
+            .rev()
+            .find(|(t, _)| *t <= from_ms)
+            .or(self.0.first());
+        let end = self.0.iter().find(|(t, _)| *t >= to_ms).or(self.0.last());
+        match (start, end) {
+            (Some((_, a)), Some((_, b))) => b - a,
+            _ => 0.0,
+        }
+    }
+}
+
+pub fn unix_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        * 1000.0
 }
 
 impl Drop for Server {
@@ -294,6 +357,37 @@ pub fn wait_connected(server: &Server, n: usize, within: Duration) -> Duration {
         std::thread::sleep(Duration::from_millis(100));
     }
     start.elapsed()
+}
+
+/// Waits until `n` proxies are connected and every response the server sent was answered
+/// (each type's pushes equal its ACK count): a connect storm is over.
+pub fn wait_synced(server: &Server, n: usize, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let body = server.get("/metrics").map(|(_, b)| b).unwrap_or_default();
+        let sample = |name: &str, kind: &str| {
+            let prefix = format!("{name}{{revision=\"bench\",type=\"{kind}\"}} ");
+            body.lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let answered = ["cds", "eds", "lds", "rds"].iter().all(|kind| {
+            sample("revplane_xds_pushes_total", kind)
+                <= sample("revplane_xds_convergence_time_seconds_count", kind)
+        });
+        if server.connected() >= n as f64
+            && answered
+            && sample("revplane_xds_convergence_time_seconds_count", "cds") >= n as f64
+        {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "proxies not in sync within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 pub fn tempdir() -> PathBuf {
