@@ -1,15 +1,16 @@
 //! The ADS request body as the server reads it before and after the revision gate: gRPC
 //! length-prefixed `DiscoveryRequest`s (`revplane::xds::request::RequestDecoder`), cut into
 //! chunks as HTTP/2 DATA frames cut them. Must never panic, never return a message over its
-//! limit (the first one has a lower limit), decode the same whatever the chunking, and give
-//! back every byte of the shared request budget once the stream is done.
+//! limit (the first one has a lower limit), decode the same whatever the chunking, read what
+//! prost reads (each request is read in place, its names left in the message), and give back
+//! every byte of the shared request budget once the stream is done.
 #![no_main]
 
 use bytes::Bytes;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use libfuzzer_sys::fuzz_target;
 use prometheus_client::metrics::gauge::Gauge;
-use revplane::xds::request::{RequestBudget, RequestLimits};
+use revplane::xds::request::{Request, RequestBudget, RequestLimits};
 
 /// Small, so that the limits are hit as often as not.
 const FIRST: usize = 256;
@@ -31,7 +32,7 @@ fn decode(chunks: &[&[u8]]) -> (Vec<DiscoveryRequest>, String) {
         decoder.push(Bytes::copy_from_slice(chunk));
         loop {
             match decoder.next_request() {
-                Ok(Some(request)) => out.push(request),
+                Ok(Some(request)) => out.push(read(&request)),
                 Ok(None) => break,
                 Err(e) => {
                     let status = e.to_status();
@@ -57,3 +58,32 @@ fuzz_target!(|data: &[u8]| {
     let chunks: Vec<&[u8]> = body.chunks(step).collect();
     assert_eq!(whole, decode(&chunks), "chunks of {step} bytes");
 });
+
+/// The request as the server reads it, checked against prost's decoding of the same bytes
+/// where prost accepts them (the server skips fields it never reads, which prost checks).
+fn read(request: &Request) -> DiscoveryRequest {
+    let names = request.names();
+    let read = DiscoveryRequest {
+        version_info: request.version_info.clone(),
+        node: request.node.clone(),
+        resource_names: names
+            .as_ref()
+            .map(|n| n.iter().map(|s| s.to_string()).collect())
+            .unwrap_or_default(),
+        type_url: request.type_url.clone(),
+        response_nonce: request.response_nonce.clone(),
+        error_detail: request.error_detail.clone(),
+        ..Default::default()
+    };
+    if let Ok(prost) = request.to_discovery_request() {
+        assert!(names.is_ok(), "prost read names the server refused");
+        assert_eq!(read.version_info, prost.version_info);
+        assert_eq!(read.node, prost.node);
+        assert_eq!(read.resource_names, prost.resource_names);
+        assert_eq!(read.type_url, prost.type_url);
+        assert_eq!(read.response_nonce, prost.response_nonce);
+        assert_eq!(read.error_detail, prost.error_detail);
+        assert_eq!(request.names_count(), prost.resource_names.len());
+    }
+    read
+}

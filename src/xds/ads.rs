@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use futures::Stream;
 use http::{HeaderMap, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
@@ -24,7 +23,7 @@ use tokio::sync::mpsc;
 use tonic::server::NamedService;
 use tonic::Status;
 
-use super::request::{RequestDecoder, RequestError};
+use super::request::{Request, RequestDecoder, RequestError};
 use super::{stream, XdsContext, STREAM_QUEUE};
 
 const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
@@ -111,7 +110,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for AdsServer {
 fn requests(
     body: tonic::body::Body,
     decoder: RequestDecoder,
-) -> impl Stream<Item = Result<DiscoveryRequest, RequestError>> + Unpin + Send {
+) -> impl Stream<Item = Result<Request, RequestError>> + Unpin + Send {
     let state = (body, decoder, false);
     Box::pin(futures::stream::unfold(
         state,

@@ -26,6 +26,7 @@ pub struct XdsMetrics {
     convergence_seconds: Histograms,
     nacks: Family<Labels, Counter>,
     rejected_streams: Family<Labels, Counter>,
+    stream_ends: Family<Labels, Counter>,
     /// Open xDS connections.
     pub connections: Gauge,
     refused_connections: Family<Labels, Counter>,
@@ -42,6 +43,7 @@ impl Default for XdsMetrics {
             convergence_seconds: Family::new_with_constructor(latency_histogram),
             nacks: Family::default(),
             rejected_streams: Family::default(),
+            stream_ends: Family::default(),
             connections: Gauge::default(),
             refused_connections: Family::default(),
             request_buffer_bytes: Gauge::default(),
@@ -82,6 +84,13 @@ impl XdsMetrics {
             "Streams refused at start, ended by the revision gate or for a request the server \
              would not read, by reason",
             self.rejected_streams.clone(),
+        );
+        registry.register(
+            "xds_stream_ends",
+            "Admitted ADS streams ended, by reason: client_closed and client_reset (the proxy \
+             left), stream_lost (the stream or its connection failed under the server: logged \
+             as a warning), refused (see xds_rejected_streams), shutdown",
+            self.stream_ends.clone(),
         );
         registry.register(
             "xds_connections",
@@ -128,6 +137,16 @@ impl XdsMetrics {
         self.rejected_streams
             .get_or_create(&[("reason", reason)])
             .inc();
+    }
+
+    /// An admitted stream ended for `reason`.
+    pub fn stream_ended(&self, reason: &'static str) {
+        self.stream_ends.get_or_create(&[("reason", reason)]).inc();
+    }
+
+    /// Admitted streams ended so far for `reason` (for tests).
+    pub fn stream_end_count(&self, reason: &'static str) -> u64 {
+        self.stream_ends.get_or_create(&[("reason", reason)]).get()
     }
 
     /// The counter of connections closed for `reason` (for a hot path to hold).

@@ -92,6 +92,8 @@ pub struct XdsContext {
     pub rejections: RejectionLog,
     /// Rate limit of NACK log lines, per node and overall.
     pub nack_log: log_limit::LogLimiter,
+    /// Limits the lines logged for streams lost under the server.
+    pub end_log: log_limit::LogLimiter,
     /// Names a stream may subscribe to per type; a request naming more ends the stream.
     pub max_subscribed_names: usize,
     /// Cancelled when the server shuts down.
@@ -163,6 +165,7 @@ impl XdsContext {
             proxies: ProxyRegistry::default(),
             rejections: RejectionLog::new(Duration::from_secs(60)),
             nack_log: log_limit::LogLimiter::new(Duration::from_secs(60), NACK_LINES_PER_MINUTE),
+            end_log: log_limit::LogLimiter::new(Duration::from_secs(60), NACK_LINES_PER_MINUTE),
             max_subscribed_names: DEFAULT_MAX_SUBSCRIBED_NAMES,
             shutdown,
             tasks: TaskTracker::new(),

@@ -11,13 +11,15 @@
 //! and most of the body, then stalls, pins at most the first-request limit per stream and the
 //! budget in all.
 
+mod message;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Buf, Bytes, BytesMut};
-use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use prometheus_client::metrics::gauge::Gauge;
-use prost::Message;
 use tonic::Status;
+
+pub use message::{Malformed, Request};
 
 /// Bytes before every gRPC message: compressed flag and big-endian length.
 const PREFIX: usize = 5;
@@ -142,7 +144,7 @@ pub enum RequestError {
     },
     /// The message is not a `DiscoveryRequest`.
     #[error("malformed DiscoveryRequest: {0}")]
-    Malformed(#[from] prost::DecodeError),
+    Malformed(#[from] Malformed),
     /// The body ended inside a message.
     #[error("the request stream ended inside a DiscoveryRequest")]
     Truncated,
@@ -216,7 +218,8 @@ impl RequestLimits {
     }
 }
 
-/// Splits one stream's request body into `DiscoveryRequest`s.
+/// Splits one stream's request body into `DiscoveryRequest`s, each read in place
+/// ([`Request`]).
 #[derive(Debug)]
 pub struct RequestDecoder {
     /// The unread rest of the latest chunk (shared with the HTTP/2 layer, not copied).
@@ -248,7 +251,7 @@ impl RequestDecoder {
 
     /// The next complete request, if one is buffered. After an error the decoder holds
     /// nothing and the stream must end.
-    pub fn next_request(&mut self) -> Result<Option<DiscoveryRequest>, RequestError> {
+    pub fn next_request(&mut self) -> Result<Option<Request>, RequestError> {
         let message = match self.next_message() {
             Ok(Some(message)) => message,
             Ok(None) => return Ok(None),
@@ -259,7 +262,7 @@ impl RequestDecoder {
         };
         self.limit = self.max;
         self.first = false;
-        DiscoveryRequest::decode(message).map(Some).map_err(|e| {
+        Request::parse(message).map(Some).map_err(|e| {
             self.clear();
             RequestError::Malformed(e)
         })

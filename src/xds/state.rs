@@ -67,8 +67,11 @@ pub struct RequestView<'a> {
     pub version: &'a str,
     /// `response_nonce`.
     pub nonce: &'a str,
-    /// `resource_names`.
-    pub names: &'a [String],
+    /// `resource_names` (empty when `same_names`).
+    pub names: &'a [&'a str],
+    /// The request names exactly what the previous request of its type named (the stream
+    /// compared their fingerprints and did not read the names): the subscription stands.
+    pub same_names: bool,
     /// `error_detail.message`, if `error_detail` is set.
     pub error: Option<&'a str>,
 }
@@ -196,7 +199,10 @@ impl StreamState {
 
         let first = !ts.requested;
         ts.requested = true;
-        let changed = if req.names.is_empty() {
+        let changed = if req.same_names && !first {
+            // The common ACK: the whole subscription repeated, unchanged.
+            false
+        } else if req.names.is_empty() {
             if first {
                 ts.legacy_wildcard = true;
                 ts.wildcard = true;
@@ -211,13 +217,8 @@ impl StreamState {
             }
         } else {
             ts.legacy_wildcard = false;
-            let wildcard = req.names.iter().any(|n| n == "*");
-            let mut wanted: Vec<&str> = req
-                .names
-                .iter()
-                .map(String::as_str)
-                .filter(|n| *n != "*")
-                .collect();
+            let wildcard = req.names.contains(&"*");
+            let mut wanted: Vec<&str> = req.names.iter().copied().filter(|n| *n != "*").collect();
             wanted.sort_unstable();
             wanted.dedup();
             let changed = first || wildcard != ts.wildcard || !ts.names.equals_sorted(&wanted);

@@ -3,9 +3,7 @@
 
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use futures::{Stream, StreamExt};
-use prost::Message;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tonic::Status;
@@ -13,7 +11,7 @@ use tonic::Status;
 use super::admission::PUSH_ACK_TIMEOUT;
 use super::ads::{Framed, Out, Outgoing};
 use super::proxies::ProxyEntry;
-use super::request::{Charge, RequestError};
+use super::request::{Charge, Request, RequestError};
 use super::state::{RequestView, Response, StreamState, Verdict};
 use super::wire::response_head;
 use super::XdsContext;
@@ -23,10 +21,39 @@ use crate::snapshot::{ResourceType, Snapshot};
 
 /// Why a stream ends.
 enum End {
-    /// With this status to the client.
+    /// With this status to the client: refused (the revision gate, a limit, a bad request).
     Status(Status),
-    /// The client is gone; nothing to say.
+    /// With this status to the client: the server is shutting down.
+    Shutdown(Status),
+    /// The client ended its side of the stream: the ordinary way to leave.
     Gone,
+    /// The client reset the stream (Envoy does when it shuts down or drops a stream).
+    Reset,
+    /// The stream or its connection failed under the server (a keepalive timeout, a broken
+    /// or reset connection): the proxy did not ask for this.
+    Lost(String),
+}
+
+impl End {
+    /// The `reason` label of `revplane_xds_stream_ends_total`.
+    fn reason(&self) -> &'static str {
+        match self {
+            End::Status(_) => "refused",
+            End::Shutdown(_) => "shutdown",
+            End::Gone => "client_closed",
+            End::Reset => "client_reset",
+            End::Lost(_) => "stream_lost",
+        }
+    }
+
+    /// How a failed request body ends the stream.
+    fn of_request_error(ctx: &XdsContext, e: &RequestError) -> End {
+        match e {
+            RequestError::Body(status) if status.code() == tonic::Code::Cancelled => End::Reset,
+            RequestError::Body(status) => End::Lost(status.message().to_string()),
+            _ => End::Status(refused_request(ctx, e)),
+        }
+    }
 }
 
 /// A stream that sends no request for this long is closed (it would hold a task for nothing;
@@ -36,7 +63,7 @@ const FIRST_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// Serves one stream to its end.
 pub async fn serve<S>(ctx: Arc<XdsContext>, mut requests: S, out: Out)
 where
-    S: Stream<Item = Result<DiscoveryRequest, RequestError>> + Unpin + Send,
+    S: Stream<Item = Result<Request, RequestError>> + Unpin + Send,
 {
     // Boxed, as are request handling and pushes below: their futures are freed when done, so
     // an idle stream's task holds only the loop's own state.
@@ -64,10 +91,10 @@ where
         Ok(()) => loop {
             tokio::select! {
                 biased;
-                _ = &mut shutdown => break End::Status(shutting_down(&ctx)),
+                _ = &mut shutdown => break End::Shutdown(shutting_down(&ctx)),
                 request = requests.next() => match request {
                     Some(Ok(request)) => if let Err(end) = Box::pin(stream.handle(request)).await { break end },
-                    Some(Err(e)) => break End::Status(refused_request(&ctx, &e)),
+                    Some(Err(e)) => break End::of_request_error(&ctx, &e),
                     None => break End::Gone,
                 },
                 _ = sleep_until(stream.push_deadline()) => {
@@ -75,7 +102,7 @@ where
                     stream.push = None;
                 }
                 changed = snapshots.changed() => {
-                    if changed.is_err() { break End::Status(shutting_down(&ctx)) }
+                    if changed.is_err() { break End::Shutdown(shutting_down(&ctx)) }
                     let next = snapshots.borrow_and_update().clone();
                     if let Some(next) = next {
                         if let Err(end) = Box::pin(stream.push(next)).await { break end }
@@ -84,19 +111,37 @@ where
             }
         },
     };
-    tracing::info!(node = %node_id, "proxy disconnected");
-    if let End::Status(status) = end {
-        let _ = stream.out.send(Outgoing::End(status)).await;
+    let reason = end.reason();
+    ctx.metrics.stream_ended(reason);
+    match end {
+        End::Status(status) | End::Shutdown(status) => {
+            tracing::info!(node = %node_id, reason, "proxy disconnected");
+            let _ = stream.out.send(Outgoing::End(status)).await;
+        }
+        End::Lost(detail) => {
+            // Not the proxy's doing: worth a warning, rate-limited (a whole connection's
+            // streams, or every connection of a starved host, can go at once).
+            if let Some(held_back) = ctx.end_log.allow(&[node_id.as_bytes()]) {
+                tracing::warn!(
+                    node = %echo(&node_id),
+                    reason,
+                    held_back,
+                    "proxy stream ended early: {}; the proxy will reconnect",
+                    echo_max(&detail, 512)
+                );
+            }
+        }
+        End::Gone | End::Reset => tracing::info!(node = %node_id, reason, "proxy disconnected"),
     }
 }
 
 /// An admitted stream, ready for its first request.
 struct Opened {
     stream: AdsStream,
-    first: DiscoveryRequest,
+    first: Request,
     /// A request that came while the stream waited for admission, charged to the request
     /// budget until it is handled.
-    early: Option<(DiscoveryRequest, Charge)>,
+    early: Option<(Request, Charge)>,
     snapshots: crate::pipeline::SnapshotReceiver,
     connected: Connected,
 }
@@ -105,7 +150,7 @@ struct Opened {
 /// stream ended on the way (its status already sent).
 async fn open<S>(ctx: &Arc<XdsContext>, requests: &mut S, out: Out) -> Option<Opened>
 where
-    S: Stream<Item = Result<DiscoveryRequest, RequestError>> + Unpin + Send,
+    S: Stream<Item = Result<Request, RequestError>> + Unpin + Send,
 {
     let first = tokio::select! {
         first = tokio::time::timeout(FIRST_REQUEST_TIMEOUT, requests.next()) => match first {
@@ -200,6 +245,7 @@ where
         node_id: identity.node_id.clone(),
         push: None,
         unanswered: [false; 4],
+        names_seen: [NO_NAMES_SEEN; 4],
     };
     Some(Opened {
         stream,
@@ -275,10 +321,16 @@ struct AdsStream {
     push: Option<(OwnedSemaphorePermit, Instant)>,
     /// Types with a response the proxy has not answered yet.
     unanswered: [bool; 4],
+    /// Per type, the fingerprint of the names the last applied request subscribed to
+    /// ([`NO_NAMES_SEEN`] before one): a request naming the same list is not read again.
+    names_seen: [u128; 4],
 }
 
+/// `names_seen` of a type with no applied request.
+const NO_NAMES_SEEN: u128 = 0;
+
 impl AdsStream {
-    async fn handle(&mut self, request: DiscoveryRequest) -> Result<(), End> {
+    async fn handle(&mut self, request: Request) -> Result<(), End> {
         if request.type_url.is_empty() {
             return Err(End::Status(Status::invalid_argument(
                 "DiscoveryRequest.type_url is empty; ADS requests must name their resource type",
@@ -295,21 +347,37 @@ impl AdsStream {
             tracing::debug!(type_url = %request.type_url, "ignoring a request for a type revplane does not serve");
             return Ok(());
         };
-        if request.resource_names.len() > self.ctx.max_subscribed_names {
+        if request.names_count() > self.ctx.max_subscribed_names {
             self.ctx.metrics.rejected("too_many_names");
             return Err(End::Status(too_many_names(
                 kind,
-                request.resource_names.len(),
+                request.names_count(),
                 self.ctx.max_subscribed_names,
             )));
         }
+        // An ACK repeats the whole subscription: when it is the list the last applied request
+        // named, its names are not read (nor checked, allocated, sorted or compared).
+        let fingerprint = request.names_fingerprint().max(1);
+        let same_names = self.names_seen[kind as usize] == fingerprint;
+        let names = if same_names {
+            Vec::new()
+        } else {
+            request
+                .names()
+                .map_err(|e| End::Status(refused_request(&self.ctx, &RequestError::Malformed(e))))?
+        };
         let view = RequestView {
             version: &request.version_info,
             nonce: &request.response_nonce,
-            names: &request.resource_names,
+            names: &names,
+            same_names,
             error: request.error_detail.as_ref().map(|e| e.message.as_str()),
         };
         let (verdict, consider) = self.state.on_request(kind, &view);
+        if verdict != Verdict::Stale {
+            // A stale request is ignored whole, its names too: they are not "seen".
+            self.names_seen[kind as usize] = fingerprint;
+        }
         let answered = matches!(verdict, Verdict::Ack { .. } | Verdict::Nack(_));
         if answered {
             self.unanswered[kind as usize] = false;
@@ -374,14 +442,16 @@ impl AdsStream {
         // is never polled, so it never joins the token's shared waiter list.
         let slot = tokio::select! {
             biased;
-            slot = self.out.reserve() => slot.map_err(|_| End::Gone)?,
-            _ = self.ctx.shutdown.cancelled() => return Err(End::Status(shutting_down(&self.ctx))),
+            slot = self.out.reserve() => slot.map_err(|_| {
+                End::Lost("the HTTP/2 stream or its connection closed while a response waited to be sent".into())
+            })?,
+            _ = self.ctx.shutdown.cancelled() => return Err(End::Shutdown(shutting_down(&self.ctx))),
         };
         if self.push.is_none() {
             let permit = tokio::select! {
                 biased;
                 permit = self.ctx.admission.push_permit() => permit,
-                _ = self.ctx.shutdown.cancelled() => return Err(End::Status(shutting_down(&self.ctx))),
+                _ = self.ctx.shutdown.cancelled() => return Err(End::Shutdown(shutting_down(&self.ctx))),
             };
             self.push = Some((permit, Instant::now()));
         }

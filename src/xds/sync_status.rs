@@ -130,6 +130,7 @@ mod tests {
             version: if error.is_some() { "" } else { &r.version },
             nonce: &r.nonce,
             names: &[],
+            same_names: false,
             error,
         };
         st.on_request(r.kind, &view);

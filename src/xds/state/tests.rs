@@ -19,17 +19,18 @@ fn snap(serial: u64, items: &[(ResourceType, &str, &str)]) -> Snapshot {
 const CDS: ResourceType = ResourceType::Cluster;
 const EDS: ResourceType = ResourceType::Endpoint;
 
-fn req<'a>(nonce: &'a str, names: &'a [String]) -> RequestView<'a> {
+fn req<'a>(nonce: &'a str, names: &'a [&'a str]) -> RequestView<'a> {
     RequestView {
         version: "",
         nonce,
         names,
+        same_names: false,
         error: None,
     }
 }
 
-fn names(n: &[&str]) -> Vec<String> {
-    n.iter().map(|s| s.to_string()).collect()
+fn names<'a>(n: &[&'a str]) -> Vec<&'a str> {
+    n.to_vec()
 }
 
 fn sent_names(r: &Response) -> Vec<&str> {
@@ -71,6 +72,7 @@ fn nack_is_recorded_and_not_answered_with_the_same_resources() {
         version: "",
         nonce: &r.nonce,
         names: &[],
+        same_names: false,
         error: Some("bad cluster"),
     };
     let (v, consider) = st.on_request(CDS, &nack);
@@ -105,6 +107,7 @@ fn a_nack_counts_once_per_nonce_and_keeps_a_bounded_message() {
         version: &version,
         nonce: &r.nonce,
         names: &[],
+        same_names: false,
         error: Some(&message),
     };
     let (v, _) = st.on_request(CDS, &nack);
@@ -138,8 +141,37 @@ fn nack_of<'a>(r: &'a Response, message: &'a str) -> RequestView<'a> {
         version: "",
         nonce: &r.nonce,
         names: &[],
+        same_names: false,
         error: Some(message),
     }
+}
+
+#[test]
+fn an_ack_naming_the_same_list_keeps_the_subscription_unread() {
+    let s = snap(1, &[(EDS, "a", "1"), (EDS, "b", "1")]);
+    let mut st = StreamState::default();
+    let both = names(&["a", "b"]);
+    st.on_request(EDS, &req("", &both));
+    let r = st.response_for(EDS, &s, true).unwrap();
+    // The stream saw the same fingerprint: no names passed, none read.
+    let ack = RequestView {
+        version: &r.version,
+        same_names: true,
+        ..req(&r.nonce, &[])
+    };
+    let (v, consider) = st.on_request(EDS, &ack);
+    assert!(matches!(v, Verdict::Ack { .. }));
+    assert!(!consider);
+    assert_eq!(st.get(EDS).names.iter().collect::<Vec<_>>(), ["a", "b"]);
+    assert!(st.response_for(EDS, &s, false).is_none());
+    // The same empty list is an unsubscription only when it is news.
+    let none = RequestView {
+        version: &r.version,
+        ..req(&r.nonce, &[])
+    };
+    let (_, consider) = st.on_request(EDS, &none);
+    assert!(consider, "an empty list after names unsubscribes");
+    assert!(st.get(EDS).names.is_empty());
 }
 
 #[test]

@@ -26,7 +26,7 @@ fn routed(serial: u64, clusters: &[(&str, &str)], routed: &[&str]) -> Snapshot {
     )
 }
 
-fn ack(st: &mut StreamState, r: &Response, names: &[String]) {
+fn ack(st: &mut StreamState, r: &Response, names: &[&str]) {
     let ack = RequestView {
         version: &r.version,
         ..req(&r.nonce, names)
@@ -41,7 +41,7 @@ fn attached(s: &Snapshot) -> StreamState {
     st.on_request(CDS, &req("", &[]));
     let cds = st.response_for(CDS, s, true).unwrap();
     ack(&mut st, &cds, &[]);
-    let clusters: Vec<String> = sent_names(&cds).iter().map(|n| n.to_string()).collect();
+    let clusters: Vec<&str> = sent_names(&cds);
     st.on_request(EDS, &req("", &clusters));
     let eds = st.response_for(EDS, s, true).unwrap();
     ack(&mut st, &eds, &clusters);
@@ -167,6 +167,7 @@ fn a_rejected_route_update_keeps_the_clusters_the_old_routes_use() {
         version: "",
         nonce: &pushed[0].nonce,
         names: &names(&["80"]),
+        same_names: false,
         error: Some("route rejected"),
     };
     let after = handle(&mut st, RDS, nack, &s2);
