@@ -1,0 +1,115 @@
+//! Every admitted ADS stream's end is counted by reason (`revplane_xds_stream_ends_total`):
+//! a proxy that closes its side or resets its stream left on its own; a stream whose connection
+//! dies under it (cut without a goodbye, as a keepalive timeout or a broken network does) is
+//! `stream_lost`. In-process server, raw HTTP/2 client (so the connection can be cut).
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use common::*;
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use prost::Message;
+use tokio::net::TcpStream;
+
+const ADS: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+
+fn framed(request: &DiscoveryRequest) -> Bytes {
+    let mut out = BytesMut::new();
+    out.put_u8(0);
+    out.put_u32(request.encoded_len() as u32);
+    request.encode(&mut out).unwrap();
+    out.freeze()
+}
+
+/// An admitted stream that got its first response, on a connection of its own.
+struct RawStream {
+    send: h2::SendStream<Bytes>,
+    body: h2::RecvStream,
+    connection: tokio::task::JoinHandle<()>,
+}
+
+async fn open(addr: std::net::SocketAddr, node: &str) -> RawStream {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let connection = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let request = http::Request::post(format!("http://{addr}{ADS}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (response, mut send) = client.send_request(request, false).unwrap();
+    send.send_data(framed(&first_cds(node, "canary")), false)
+        .unwrap();
+    let mut body = response.await.unwrap().into_body();
+    let first = tokio::time::timeout(Duration::from_secs(5), body.data())
+        .await
+        .expect("a first response")
+        .expect("a DATA frame")
+        .unwrap();
+    let _ = body.flow_control().release_capacity(first.len());
+    RawStream {
+        send,
+        body,
+        connection,
+    }
+}
+
+async fn ends(admin: std::net::SocketAddr, reason: &str) -> f64 {
+    metric(
+        admin,
+        &format!("revplane_xds_stream_ends_total{{revision=\"canary\",reason=\"{reason}\"}}"),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn each_way_a_stream_ends_is_counted_by_reason() {
+    let server = start("canary", &example_mesh()).await;
+    let (xds, admin) = (server.xds_addr, server.admin_addr);
+
+    // The proxy ends its side: the ordinary way to leave.
+    let mut closed = open(xds, "sidecar~10.0.0.1~closed.shop~shop.svc.cluster.local").await;
+    closed.send.send_data(Bytes::new(), true).unwrap();
+    eventually(Duration::from_secs(5), "client_closed counted", || async {
+        ends(admin, "client_closed").await == 1.0
+    })
+    .await;
+
+    // The proxy resets its stream (Envoy does on shutdown).
+    let mut reset = open(xds, "sidecar~10.0.0.2~reset.shop~shop.svc.cluster.local").await;
+    reset.send.send_reset(h2::Reason::CANCEL);
+    eventually(Duration::from_secs(5), "client_reset counted", || async {
+        ends(admin, "client_reset").await == 1.0
+    })
+    .await;
+
+    // The connection is cut under the stream, no GOAWAY, no reset: lost.
+    let lost = open(xds, "sidecar~10.0.0.3~lost.shop~shop.svc.cluster.local").await;
+    lost.connection.abort();
+    drop(lost.body);
+    eventually(Duration::from_secs(5), "stream_lost counted", || async {
+        ends(admin, "stream_lost").await == 1.0
+    })
+    .await;
+
+    eventually(Duration::from_secs(5), "nobody connected", || async {
+        metric(admin, "revplane_xds_connected_proxies{revision=\"canary\"}").await == 0.0
+    })
+    .await;
+    // Each end counted once, under one reason.
+    for (reason, count) in [
+        ("client_closed", 1.0),
+        ("client_reset", 1.0),
+        ("stream_lost", 1.0),
+        ("refused", 0.0),
+    ] {
+        assert_eq!(ends(admin, reason).await, count, "{reason}");
+    }
+    drop((closed, reset));
+    server.stop().await;
+}
