@@ -326,11 +326,64 @@ struct AdsStream {
     names_seen: [u128; 4],
 }
 
+/// Takes a push permit into `push` unless it holds one.
+async fn take_push_permit(
+    ctx: &XdsContext,
+    push: &mut Option<(OwnedSemaphorePermit, Instant)>,
+) -> Result<(), End> {
+    if push.is_none() {
+        // Biased: when the permit is there at once, the shutdown future is never polled, so
+        // it never joins the token's shared waiter list.
+        let permit = tokio::select! {
+            biased;
+            permit = ctx.admission.push_permit() => permit,
+            _ = ctx.shutdown.cancelled() => return Err(End::Shutdown(shutting_down(ctx))),
+        };
+        *push = Some((permit, Instant::now()));
+    }
+    Ok(())
+}
+
+/// What a request calls for once applied.
+enum Next {
+    /// Nothing to send.
+    Nothing,
+    /// The proxy answered a response: whatever waited for that answer.
+    Answered,
+    /// A first request or a subscription change of this type: its response.
+    Consider(ResourceType),
+}
+
 /// `names_seen` of a type with no applied request.
 const NO_NAMES_SEEN: u128 = 0;
 
 impl AdsStream {
     async fn handle(&mut self, request: Request) -> Result<(), End> {
+        // The request (an ACK is tens of KB) is gone before anything waits: in a connect
+        // storm thousands of streams wait for a push permit at once.
+        let responses = match self.apply(request)? {
+            Next::Nothing => Vec::new(),
+            Next::Answered => self.state.responses_for(&self.snapshot),
+            Next::Consider(kind) => {
+                // A new subscription's responses are built once the stream may push: streams
+                // queued for a permit hold no built response.
+                take_push_permit(&self.ctx, &mut self.push).await?;
+                self.state
+                    .responses_after_request(kind, &self.snapshot, true)
+            }
+        };
+        for response in responses {
+            self.send(response).await?;
+        }
+        if !self.unanswered.contains(&true) {
+            // A permit taken for a subscription that needed no response goes back.
+            self.push = None;
+        }
+        Ok(())
+    }
+
+    /// Applies a request to the stream's state; what it calls for next.
+    fn apply(&mut self, request: Request) -> Result<Next, End> {
         if request.type_url.is_empty() {
             return Err(End::Status(Status::invalid_argument(
                 "DiscoveryRequest.type_url is empty; ADS requests must name their resource type",
@@ -345,7 +398,7 @@ impl AdsStream {
         }
         let Some(kind) = ResourceType::from_type_url(&request.type_url) else {
             tracing::debug!(type_url = %request.type_url, "ignoring a request for a type revplane does not serve");
-            return Ok(());
+            return Ok(Next::Nothing);
         };
         if request.names_count() > self.ctx.max_subscribed_names {
             self.ctx.metrics.rejected("too_many_names");
@@ -411,20 +464,15 @@ impl AdsStream {
             _ => {}
         }
         self.entry.update(kind, &self.state);
-        let responses = if consider {
-            self.state
-                .responses_after_request(kind, &self.snapshot, true)
+        Ok(if consider {
+            Next::Consider(kind)
         } else if answered {
             // An answer can release what waited for it (listeners and routes behind clusters,
             // clusters kept for routes).
-            self.state.responses_for(&self.snapshot)
+            Next::Answered
         } else {
-            Vec::new()
-        };
-        for response in responses {
-            self.send(response).await?;
-        }
-        Ok(())
+            Next::Nothing
+        })
     }
 
     async fn push(&mut self, snapshot: Arc<Snapshot>) -> Result<(), End> {
@@ -438,8 +486,8 @@ impl AdsStream {
     async fn send(&mut self, response: Response) -> Result<(), End> {
         let kind = response.kind;
         // Room in the queue first, so a slow reader holds no push permit and no stale copy.
-        // Biased: when the slot (or below, the permit) is there at once, the shutdown future
-        // is never polled, so it never joins the token's shared waiter list.
+        // Biased: when the slot is there at once, the shutdown future is never polled, so it
+        // never joins the token's shared waiter list.
         let slot = tokio::select! {
             biased;
             slot = self.out.reserve() => slot.map_err(|_| {
@@ -447,14 +495,7 @@ impl AdsStream {
             })?,
             _ = self.ctx.shutdown.cancelled() => return Err(End::Shutdown(shutting_down(&self.ctx))),
         };
-        if self.push.is_none() {
-            let permit = tokio::select! {
-                biased;
-                permit = self.ctx.admission.push_permit() => permit,
-                _ = self.ctx.shutdown.cancelled() => return Err(End::Shutdown(shutting_down(&self.ctx))),
-            };
-            self.push = Some((permit, Instant::now()));
-        }
+        take_push_permit(&self.ctx, &mut self.push).await?;
         self.unanswered[kind as usize] = true;
         let body = self.snapshot.response_body(kind, &response.resources);
         let head = response_head(

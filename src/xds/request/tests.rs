@@ -212,3 +212,36 @@ fn the_budget_counts_what_the_allocator_takes() {
     assert_eq!(allocation_size(70_000), 80 * 1024);
     assert_eq!(allocation_size(4 * 1024 * 1024 - 1019), 4 * 1024 * 1024);
 }
+
+#[test]
+fn a_later_request_across_chunks_is_assembled_in_one_buffer_of_its_size() {
+    let limits = limits(1 << 20, 1 << 20, 1 << 20);
+    let mut decoder = limits.decoder();
+    // The first request, split: grows as its bytes arrive.
+    let first = framed(&named("first", 2000));
+    decoder.push(first.slice(..20_000));
+    assert!(decoder.next_request().unwrap().is_none());
+    assert!(
+        limits.budget.in_use() < allocation_size(first.len()) as u64,
+        "a first request is charged as it arrives"
+    );
+    decoder.push(first.slice(20_000..));
+    decoder.next_request().unwrap().unwrap();
+    // A later one (an ACK naming many assignments, ~60 KB): its full size at once.
+    let ack = framed(&named("ack", 5000));
+    assert!(ack.len() > 16 * 1024);
+    decoder.push(ack.slice(..16 * 1024));
+    assert!(decoder.next_request().unwrap().is_none());
+    let capacity = decoder.partial.capacity();
+    assert!(capacity >= ack.len() - 5, "{capacity}");
+    assert_eq!(
+        limits.budget.in_use(),
+        allocation_size(ack.len() - 5) as u64
+    );
+    decoder.push(ack.slice(16 * 1024..));
+    assert_eq!(
+        decoder.next_request().unwrap().map(full),
+        Some(named("ack", 5000))
+    );
+    assert_eq!(limits.budget.in_use(), 0);
+}
