@@ -1,7 +1,8 @@
 //! Every admitted ADS stream's end is counted by reason (`revplane_xds_stream_ends_total`):
-//! a proxy that closes its side or resets its stream left on its own; a stream whose connection
-//! dies under it (cut without a goodbye, as a keepalive timeout or a broken network does) is
-//! `stream_lost`. In-process server, raw HTTP/2 client (so the connection can be cut).
+//! a proxy that closes its side, resets its stream or closes its connection without a goodbye
+//! (a killed proxy) left on its own; a stream whose connection breaks under it (a TCP reset, a
+//! keepalive timeout) is `stream_lost`. In-process server, raw HTTP/2 client (so the
+//! connection can be cut).
 
 mod common;
 
@@ -31,8 +32,16 @@ struct RawStream {
     connection: tokio::task::JoinHandle<()>,
 }
 
-async fn open(addr: std::net::SocketAddr, node: &str) -> RawStream {
-    let tcp = TcpStream::connect(addr).await.unwrap();
+/// `reset_on_close`: the socket closes with a TCP reset (linger 0) instead of a FIN.
+async fn open(addr: std::net::SocketAddr, node: &str, reset_on_close: bool) -> RawStream {
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    if reset_on_close {
+        socket2::SockRef::from(&tcp)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+    }
+    tcp.set_nonblocking(true).unwrap();
+    let tcp = TcpStream::from_std(tcp).unwrap();
     let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
     let connection = tokio::spawn(async move {
         let _ = connection.await;
@@ -73,7 +82,12 @@ async fn each_way_a_stream_ends_is_counted_by_reason() {
     let (xds, admin) = (server.xds_addr, server.admin_addr);
 
     // The proxy ends its side: the ordinary way to leave.
-    let mut closed = open(xds, "sidecar~10.0.0.1~closed.shop~shop.svc.cluster.local").await;
+    let mut closed = open(
+        xds,
+        "sidecar~10.0.0.1~closed.shop~shop.svc.cluster.local",
+        false,
+    )
+    .await;
     closed.send.send_data(Bytes::new(), true).unwrap();
     eventually(Duration::from_secs(5), "client_closed counted", || async {
         ends(admin, "client_closed").await == 1.0
@@ -81,15 +95,41 @@ async fn each_way_a_stream_ends_is_counted_by_reason() {
     .await;
 
     // The proxy resets its stream (Envoy does on shutdown).
-    let mut reset = open(xds, "sidecar~10.0.0.2~reset.shop~shop.svc.cluster.local").await;
+    let mut reset = open(
+        xds,
+        "sidecar~10.0.0.2~reset.shop~shop.svc.cluster.local",
+        false,
+    )
+    .await;
     reset.send.send_reset(h2::Reason::CANCEL);
     eventually(Duration::from_secs(5), "client_reset counted", || async {
         ends(admin, "client_reset").await == 1.0
     })
     .await;
 
-    // The connection is cut under the stream, no GOAWAY, no reset: lost.
-    let lost = open(xds, "sidecar~10.0.0.3~lost.shop~shop.svc.cluster.local").await;
+    // The proxy's connection closes without a goodbye (a killed proxy): it left.
+    let killed = open(
+        xds,
+        "sidecar~10.0.0.3~killed.shop~shop.svc.cluster.local",
+        false,
+    )
+    .await;
+    killed.connection.abort();
+    drop(killed.body);
+    eventually(
+        Duration::from_secs(5),
+        "a closed connection counted",
+        || async { ends(admin, "client_closed").await == 2.0 },
+    )
+    .await;
+
+    // The connection breaks under the stream (a TCP reset): lost, not the proxy's doing.
+    let lost = open(
+        xds,
+        "sidecar~10.0.0.4~lost.shop~shop.svc.cluster.local",
+        true,
+    )
+    .await;
     lost.connection.abort();
     drop(lost.body);
     eventually(Duration::from_secs(5), "stream_lost counted", || async {
@@ -103,7 +143,7 @@ async fn each_way_a_stream_ends_is_counted_by_reason() {
     .await;
     // Each end counted once, under one reason.
     for (reason, count) in [
-        ("client_closed", 1.0),
+        ("client_closed", 2.0),
         ("client_reset", 1.0),
         ("stream_lost", 1.0),
         ("refused", 0.0),

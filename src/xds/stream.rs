@@ -50,10 +50,47 @@ impl End {
     fn of_request_error(ctx: &XdsContext, e: &RequestError) -> End {
         match e {
             RequestError::Body(status) if status.code() == tonic::Code::Cancelled => End::Reset,
-            RequestError::Body(status) => End::Lost(status.message().to_string()),
+            RequestError::Body(status) if peer_closed(status) => End::Gone,
+            RequestError::Body(status) => End::Lost(error_chain(status)),
             _ => End::Status(refused_request(ctx, e)),
         }
     }
+}
+
+/// Whether the body failed because the client closed its connection (end of file without
+/// an HTTP/2 goodbye: a proxy that exits or is killed does this), as opposed to a connection
+/// that broke (reset) or that the server gave up on (keepalive timeout).
+fn peer_closed(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        let io = e
+            .downcast_ref::<std::io::Error>()
+            .or_else(|| e.downcast_ref::<h2::Error>().and_then(h2::Error::get_io));
+        if let Some(io) = io {
+            // h2 reports the end of the connection's bytes as a broken pipe.
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::UnexpectedEof
+            );
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// The status's message and what caused it, for the log.
+fn error_chain(status: &Status) -> String {
+    let mut text = status.message().to_string();
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        let part = e.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = e.source();
+    }
+    text
 }
 
 /// A stream that sends no request for this long is closed (it would hold a task for nothing;
