@@ -114,6 +114,17 @@ impl Edits {
     }
 }
 
+/// The views of the admitted services' outbound model: `last` when the model is unchanged
+/// (its variants are reused as they are).
+fn outbound_views(catalog: &Catalog, last: Option<Arc<Views>>, encodes: Counter) -> Arc<Views> {
+    let domain = &catalog.mesh().domain;
+    let model = OutboundModel::new(admitted_services(catalog).map(|s| s.object()), domain);
+    match last {
+        Some(views) if views.content_hash() == model.content_hash() => views,
+        _ => Arc::new(Views::new(Arc::new(model), encodes)),
+    }
+}
+
 /// Replaces `old` with `next` in `edit`, unless they are the very same resources.
 fn swap(edit: &mut Edit, old: &[Arc<Resource>], next: &[Arc<Resource>]) {
     let same = old.len() == next.len() && old.iter().zip(next).all(|(a, b)| Arc::ptr_eq(a, b));
@@ -174,21 +185,39 @@ impl SnapshotBuilder {
                 }
             }
             Since::Everything => {
-                let gone: Vec<ObjectKey> = (self.by_service.keys())
-                    .filter(|k| catalog.service(k).is_none())
-                    .cloned()
-                    .collect();
-                for key in gone.iter().chain(catalog.services().map(|s| &s.key)) {
-                    self.update(key, catalog, inputs, &mut edits);
-                }
+                // The listeners and routes of the outbound model are built on another core
+                // meanwhile: on a first build they take about as long as the services.
+                let (last_views, encodes) = (self.views.clone(), self.encodes.clone());
+                let views = std::thread::scope(|scope| {
+                    let views = scope.spawn(|| {
+                        let views = outbound_views(catalog, last_views, encodes);
+                        views.prepare(mesh);
+                        views
+                    });
+                    let gone: Vec<ObjectKey> = (self.by_service.keys())
+                        .filter(|k| catalog.service(k).is_none())
+                        .cloned()
+                        .collect();
+                    for key in gone.iter().chain(catalog.services().map(|s| &s.key)) {
+                        self.update(key, catalog, inputs, &mut edits);
+                    }
+                    views
+                        .join()
+                        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+                });
+                self.views = Some(views);
                 for special in self.special_clusters(mesh) {
                     edits.clusters.put(special);
                 }
             }
         }
         let views = match &self.views {
-            Some(views) if !everything && !edits.services_changed => views.clone(),
-            _ => self.views(catalog, mesh),
+            Some(views) if !edits.services_changed || everything => views.clone(),
+            _ => {
+                let views = outbound_views(catalog, self.views.clone(), self.encodes.clone());
+                self.views = Some(views.clone());
+                views
+            }
         };
         let finish = |edit: Edit, last: Option<&Arc<Resources>>| {
             let next = edit.finish();
@@ -331,21 +360,6 @@ impl SnapshotBuilder {
             proxyless,
             load_assignments,
         }
-    }
-
-    /// The views of the admitted services' outbound model: the last build's when the model
-    /// is unchanged (its variants are reused as they are).
-    fn views(&mut self, catalog: &Catalog, mesh: &MeshConfig) -> Arc<Views> {
-        let model =
-            OutboundModel::new(admitted_services(catalog).map(|s| s.object()), &mesh.domain);
-        if let Some(views) = &self.views {
-            if views.content_hash() == model.content_hash() {
-                return views.clone();
-            }
-        }
-        let views = Arc::new(Views::new(Arc::new(model), self.encodes.clone()));
-        self.views = Some(views.clone());
-        views
     }
 
     /// `PassthroughCluster` and `BlackHoleCluster` for every sidecar (REDIRECT mode sends

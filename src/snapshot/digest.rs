@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 use super::{ByName, Resource, Resources};
 
@@ -91,11 +91,11 @@ impl Edit {
 
 /// The hash of one (name, version) pair; the 0 byte keeps `ab`+`c` apart from `a`+`bc`.
 fn pair_hash(resource: &Resource) -> u128 {
-    let mut pair = Vec::with_capacity(resource.name.len() + 1 + resource.version.len());
-    pair.extend_from_slice(resource.name.as_bytes());
-    pair.push(0);
-    pair.extend_from_slice(resource.version.as_bytes());
-    xxh3_128(&pair)
+    let mut hasher = Xxh3::new();
+    hasher.update(resource.name.as_bytes());
+    hasher.update(&[0]);
+    hasher.update(resource.version.as_bytes());
+    hasher.digest128()
 }
 
 #[cfg(test)]

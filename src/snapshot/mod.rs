@@ -240,19 +240,9 @@ impl Snapshot {
         views: Arc<views::Views>,
         proxyless_clusters: Option<Arc<Resources>>,
     ) -> Snapshot {
-        let default = views::View::default();
-        for kind in [ResourceType::Listener, ResourceType::Route] {
-            if let Some(r) = views.resources(kind, &default, &self.mesh) {
-                self.types[kind.index()] = r;
-            }
-        }
-        // NONE mode's listeners too, whoever connects: their conflicts (two TCP services on
-        // one port) are reported as soon as the config has them, not when a proxy asks.
-        let none = views::View {
-            interception: Some(Arc::from("NONE")),
-            ..Default::default()
-        };
-        views.resources(ResourceType::Listener, &none, &self.mesh);
+        let [listeners, routes] = views.prepare(&self.mesh);
+        self.types[ResourceType::Listener.index()] = listeners;
+        self.types[ResourceType::Route.index()] = routes;
         self.views = Some(views);
         self.proxyless_clusters = proxyless_clusters;
         self
