@@ -121,6 +121,9 @@ fn namespace(name: &str, labels: &[(&str, &str)]) -> Object {
     })
 }
 
+/// One change to a catalog, as a test applies it.
+type Change = Box<dyn Fn(&mut Catalog)>;
+
 #[test]
 fn incremental_builds_equal_fresh_builds_after_every_kind_of_change() {
     use crate::catalog::ObjectRef;
@@ -141,7 +144,7 @@ fn incremental_builds_equal_fresh_builds_after_every_kind_of_change() {
     fn endpoints(ip: &str) -> [(&str, bool, bool); 1] {
         [(ip, true, false)]
     }
-    let changes: Vec<(&str, Box<dyn Fn(&mut Catalog)>)> = vec![
+    let changes: Vec<(&str, Change)> = vec![
         (
             "an endpoint change",
             Box::new(move |c| {
