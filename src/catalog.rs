@@ -3,14 +3,17 @@
 //! Sources feed it [`CatalogEvent`]s; it applies them synchronously and says whether anything
 //! changed. It knows nothing of Kubernetes clients, files or Envoy: its types are the domain
 //! model that `translate` reads. A [`CatalogEvent::Reset`] replaces the whole state at once, so
-//! a re-list can never be observed half-done.
+//! a re-list can never be observed half-done. It logs which services each change concerns
+//! ([`ChangeLog`]), so a snapshot build visits only those.
 
+mod changes;
 mod hashed;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::LazyLock;
 
+pub use changes::{ChangeLog, Mark, Since};
 pub use hashed::{content_hash, hash_of, Hashed};
 
 use crate::mesh::MeshConfig;
@@ -209,6 +212,8 @@ pub struct Catalog {
     /// Slice keys by the service they belong to.
     slices_by_service: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
     mesh: Option<MeshConfig>,
+    /// Which services the changes so far concerned (never part of equality).
+    changes: ChangeLog,
 }
 
 impl Catalog {
@@ -225,8 +230,22 @@ impl Catalog {
     /// Adds or replaces one object; returns whether anything changed.
     pub fn apply(&mut self, object: Object) -> bool {
         match object {
-            Object::Namespace(ns) => replace(&mut self.namespaces, ns.name.clone(), ns),
-            Object::Service(svc) => replace(&mut self.services, svc.key.clone(), Hashed::new(svc)),
+            Object::Namespace(ns) => {
+                let name = ns.name.clone();
+                let changed = replace(&mut self.namespaces, name.clone(), ns);
+                if changed {
+                    self.namespace_changed(&name);
+                }
+                changed
+            }
+            Object::Service(svc) => {
+                let key = svc.key.clone();
+                let changed = replace(&mut self.services, key.clone(), Hashed::new(svc));
+                if changed {
+                    self.changes.service(key);
+                }
+                changed
+            }
             Object::EndpointSlice(slice) => {
                 let key = slice.key.clone();
                 let slice = Hashed::new(slice);
@@ -235,18 +254,27 @@ impl Catalog {
                     if *old == slice {
                         return false;
                     }
-                    self.unlink_slice(&key, &old.service.clone());
+                    let old_owner = old.service.clone();
+                    self.unlink_slice(&key, &old_owner);
+                    if old_owner != slice.service {
+                        self.changes
+                            .service(ObjectKey::new(&key.namespace, old_owner));
+                    }
                 }
                 self.slices_by_service
-                    .entry(owner)
+                    .entry(owner.clone())
                     .or_default()
                     .insert(key.clone());
                 self.slices.insert(key, slice);
+                self.changes.service(owner);
                 true
             }
             Object::Mesh(mesh) => {
                 let changed = self.mesh.as_ref() != Some(&mesh);
                 self.mesh = Some(mesh);
+                if changed {
+                    self.changes.everything();
+                }
                 changed
             }
         }
@@ -255,17 +283,50 @@ impl Catalog {
     /// Removes one object; returns whether it was there.
     pub fn delete(&mut self, object: &ObjectRef) -> bool {
         match object {
-            ObjectRef::Namespace(name) => self.namespaces.remove(name).is_some(),
-            ObjectRef::Service(key) => self.services.remove(key).is_some(),
+            ObjectRef::Namespace(name) => {
+                let removed = self.namespaces.remove(name).is_some();
+                if removed {
+                    self.namespace_changed(name);
+                }
+                removed
+            }
+            ObjectRef::Service(key) => {
+                let removed = self.services.remove(key).is_some();
+                if removed {
+                    self.changes.service(key.clone());
+                }
+                removed
+            }
             ObjectRef::EndpointSlice(key) => match self.slices.remove(key) {
                 Some(old) => {
                     self.unlink_slice(key, &old.service);
+                    self.changes
+                        .service(ObjectKey::new(&key.namespace, &old.service));
                     true
                 }
                 None => false,
             },
-            ObjectRef::Mesh => self.mesh.take().is_some(),
+            ObjectRef::Mesh => {
+                let removed = self.mesh.take().is_some();
+                if removed {
+                    self.changes.everything();
+                }
+                removed
+            }
         }
+    }
+
+    /// A namespace's labels decide whether its services are admitted: each of them changed.
+    fn namespace_changed(&mut self, name: &str) {
+        let first = ObjectKey::new(name, "");
+        let keys: Vec<ObjectKey> = self
+            .services
+            .range(first..)
+            .map(|(k, _)| k)
+            .take_while(|k| k.namespace == name)
+            .cloned()
+            .collect();
+        keys.into_iter().for_each(|k| self.changes.service(k));
     }
 
     /// Replaces everything with `objects`; returns whether anything changed.
@@ -277,7 +338,7 @@ impl Catalog {
         if next == *self {
             return false;
         }
-        *self = next;
+        self.take_everything_from(next);
         true
     }
 
@@ -299,8 +360,16 @@ impl Catalog {
         if next == *self {
             return false;
         }
-        *self = next;
+        self.take_everything_from(next);
         true
+    }
+
+    /// Becomes `next`, keeping its own log (readers of this catalog stay its readers), where
+    /// everything changed.
+    fn take_everything_from(&mut self, next: Catalog) {
+        let mut changes = std::mem::take(&mut self.changes);
+        changes.everything();
+        *self = Catalog { changes, ..next };
     }
 
     fn unlink_slice(&mut self, key: &ObjectKey, service: &str) {
@@ -333,6 +402,16 @@ impl Catalog {
             .into_iter()
             .flatten()
             .filter_map(|key| self.slices.get(key))
+    }
+
+    /// A service by key.
+    pub fn service(&self, key: &ObjectKey) -> Option<&Hashed<Service>> {
+        self.services.get(key)
+    }
+
+    /// Which services the changes so far concerned.
+    pub fn changes(&self) -> &ChangeLog {
+        &self.changes
     }
 
     /// A namespace by name.
@@ -368,161 +447,7 @@ fn replace<K: Ord, V: PartialEq>(map: &mut BTreeMap<K, V>, key: K, value: V) -> 
 
 /// Small builders for tests in this crate and its integration tests.
 #[doc(hidden)]
-pub mod build {
-    use super::*;
-
-    /// A ClusterIP service with `(name, port)` ports.
-    pub fn service(ns: &str, name: &str, ports: &[(&str, u16)]) -> Service {
-        Service {
-            key: ObjectKey::new(ns, name),
-            kind: ServiceKind::ClusterIp,
-            cluster_ips: Vec::new(),
-            ports: ports
-                .iter()
-                .map(|(n, p)| ServicePort {
-                    name: n.to_string(),
-                    port: *p,
-                    app_protocol: None,
-                })
-                .collect(),
-        }
-    }
-
-    /// A slice of `service` with `(name, port)` ports and `(ip, ready, terminating)` endpoints.
-    pub fn slice(
-        ns: &str,
-        name: &str,
-        service: &str,
-        ports: &[(&str, u16)],
-        endpoints: &[(&str, bool, bool)],
-    ) -> EndpointSlice {
-        EndpointSlice {
-            key: ObjectKey::new(ns, name),
-            service: service.to_string(),
-            ports: ports
-                .iter()
-                .map(|(n, p)| SlicePort {
-                    name: n.to_string(),
-                    port: *p,
-                })
-                .collect(),
-            endpoints: endpoints
-                .iter()
-                .map(|(ip, ready, terminating)| Endpoint {
-                    addresses: vec![ip.parse().expect("test IP")],
-                    ready: *ready,
-                    terminating: *terminating,
-                })
-                .collect(),
-        }
-    }
-}
+pub mod build;
 
 #[cfg(test)]
-mod tests {
-    use super::build::*;
-    use super::*;
-
-    #[test]
-    fn apply_is_idempotent_and_reports_change() {
-        let mut c = Catalog::default();
-        assert!(c.apply(Object::Service(service("shop", "web", &[("http", 80)]))));
-        assert!(!c.apply(Object::Service(service("shop", "web", &[("http", 80)]))));
-        assert!(c.apply(Object::Service(service("shop", "web", &[("http", 81)]))));
-        assert_eq!(c.service_count(), 1);
-    }
-
-    #[test]
-    fn cluster_ips_are_part_of_a_services_content() {
-        let plain = Hashed::new(service("shop", "web", &[("http", 80)]));
-        let mut with_ip = service("shop", "web", &[("http", 80)]);
-        with_ip.cluster_ips = vec!["10.96.0.10".parse().unwrap()];
-        let with_ip = Hashed::new(with_ip);
-        assert_ne!(plain.content_hash(), with_ip.content_hash());
-        let mut c = Catalog::default();
-        c.apply(Object::Service(plain.object().clone()));
-        assert!(
-            c.apply(Object::Service(with_ip.object().clone())),
-            "a new cluster IP is a change"
-        );
-    }
-
-    #[test]
-    fn slices_are_indexed_by_service_and_follow_relabels() {
-        let mut c = Catalog::default();
-        c.apply(Object::EndpointSlice(slice(
-            "shop",
-            "web-1",
-            "web",
-            &[],
-            &[],
-        )));
-        c.apply(Object::EndpointSlice(slice(
-            "shop",
-            "web-2",
-            "web",
-            &[],
-            &[],
-        )));
-        let web = ObjectKey::new("shop", "web");
-        assert_eq!(c.slices_of(&web).count(), 2);
-        // web-2 moves to another service.
-        c.apply(Object::EndpointSlice(slice(
-            "shop",
-            "web-2",
-            "api",
-            &[],
-            &[],
-        )));
-        assert_eq!(c.slices_of(&web).count(), 1);
-        assert_eq!(c.slices_of(&ObjectKey::new("shop", "api")).count(), 1);
-        assert!(c.delete(&ObjectRef::EndpointSlice(ObjectKey::new("shop", "web-1"))));
-        assert_eq!(c.slices_of(&web).count(), 0);
-        assert!(!c.delete(&ObjectRef::EndpointSlice(ObjectKey::new("shop", "web-1"))));
-    }
-
-    #[test]
-    fn replacing_one_kind_keeps_the_others() {
-        let mut c = Catalog::default();
-        c.apply(Object::Service(service("shop", "web", &[("http", 80)])));
-        c.apply(Object::EndpointSlice(slice(
-            "shop",
-            "web-1",
-            "web",
-            &[],
-            &[],
-        )));
-        let relisted = vec![Object::Service(service("shop", "api", &[("http", 80)]))];
-        assert!(c.replace_kind(ObjectKind::Service, relisted.clone()));
-        assert!(!c.replace_kind(ObjectKind::Service, relisted));
-        assert_eq!(c.service_count(), 1);
-        assert_eq!(c.slice_count(), 1, "slices untouched by a service re-list");
-        let mesh = MeshConfig {
-            domain: "example.org".into(),
-            ..Default::default()
-        };
-        assert!(c.apply(Object::Mesh(mesh)));
-        assert_eq!(c.mesh().domain, "example.org");
-        assert!(c.delete(&ObjectRef::Mesh));
-        assert_eq!(c.mesh().domain, "cluster.local");
-    }
-
-    #[test]
-    fn reset_replaces_atomically_and_detects_no_change() {
-        let mut c = Catalog::default();
-        let objects = vec![
-            Object::Service(service("shop", "web", &[("http", 80)])),
-            Object::EndpointSlice(slice("shop", "web-1", "web", &[("http", 8080)], &[])),
-        ];
-        assert!(c.reset(objects.clone()));
-        assert!(!c.reset(objects));
-        assert!(c.reset(vec![Object::Service(service(
-            "pay",
-            "ledger",
-            &[("grpc", 9000)]
-        ))]));
-        assert_eq!(c.service_count(), 1);
-        assert_eq!(c.slice_count(), 0);
-        assert_eq!(c.services().next().unwrap().key.name, "ledger");
-    }
-}
+mod tests;

@@ -8,6 +8,8 @@
 
 use std::sync::Arc;
 
+use imbl::ordmap::DiffItem;
+
 use super::cache::Cache;
 use super::{ByName, Resource};
 
@@ -48,21 +50,21 @@ impl Diffs {
     }
 }
 
-/// One ordered walk over both maps.
+/// One ordered walk over both maps that skips the parts they share: after one change, the
+/// maps of consecutive snapshots differ in a few nodes, whatever their size.
 fn delta_between(older: &ByName, current: &ByName) -> Delta {
-    let mut old = older.iter().peekable();
     let mut changed = Vec::new();
     let mut removed = Vec::new();
-    for (name, resource) in current {
-        while let Some((_, gone)) = old.next_if(|(n, _)| *n < name) {
-            removed.push(gone.clone());
-        }
-        match old.next_if(|(n, _)| *n == name) {
-            Some((_, held)) if Arc::ptr_eq(held, resource) || held.version == resource.version => {}
-            _ => changed.push(resource.clone()),
+    for item in older.diff(current) {
+        match item {
+            DiffItem::Add(_, added) => changed.push(added.clone()),
+            DiffItem::Update { old, new } if old.1.version != new.1.version => {
+                changed.push(new.1.clone())
+            }
+            DiffItem::Update { .. } => {}
+            DiffItem::Remove(_, gone) => removed.push(gone.clone()),
         }
     }
-    removed.extend(old.map(|(_, gone)| gone.clone()));
     Delta {
         changed: changed.into(),
         removed: removed.into(),

@@ -11,16 +11,17 @@ pub mod bodies;
 pub mod builder;
 mod cache;
 pub mod diffs;
+pub mod digest;
 pub mod selections;
 pub mod views;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use prost::{encode_length_delimiter, length_delimiter_len, Message};
-use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+use xxhash_rust::xxh3::xxh3_64;
 
 use crate::mesh::MeshConfig;
 
@@ -104,8 +105,10 @@ pub struct Resource {
     pub refs: Box<[Arc<str>]>,
 }
 
-/// Resources of one type by name (the key is the resource's own name, shared).
-pub type ByName = BTreeMap<Arc<str>, Arc<Resource>>;
+/// Resources of one type by name (the key is the resource's own name, shared), ordered by
+/// name. A persistent map: a copy costs nothing and shares every part with the original, and
+/// the next snapshot's map shares every part the change did not touch with the last one's.
+pub type ByName = imbl::OrdMap<Arc<str>, Arc<Resource>>;
 
 /// All resources of one type.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -114,6 +117,8 @@ pub struct Resources {
     pub version: String,
     /// Resources by name.
     pub by_name: ByName,
+    /// What `version` is made of, kept for edits ([`digest::Edit`]).
+    digest: digest::Digest,
     /// What subscribed name lists select (memoized).
     selections: selections::Selections,
     /// What changed since older versions of this type (memoized).
@@ -161,8 +166,15 @@ impl Resources {
 
     /// A set of `by_name`, versioned by its content.
     pub fn new(by_name: ByName) -> Resources {
+        let digest = digest::Digest::of(&by_name);
+        Resources::versioned(by_name, digest)
+    }
+
+    /// A set of `by_name`, whose (name, version) pairs make `digest`.
+    fn versioned(by_name: ByName, digest: digest::Digest) -> Resources {
         Resources {
-            version: type_version(&by_name),
+            version: digest.version(),
+            digest,
             by_name,
             selections: Default::default(),
             diffs: Default::default(),
@@ -228,19 +240,9 @@ impl Snapshot {
         views: Arc<views::Views>,
         proxyless_clusters: Option<Arc<Resources>>,
     ) -> Snapshot {
-        let default = views::View::default();
-        for kind in [ResourceType::Listener, ResourceType::Route] {
-            if let Some(r) = views.resources(kind, &default, &self.mesh) {
-                self.types[kind.index()] = r;
-            }
-        }
-        // NONE mode's listeners too, whoever connects: their conflicts (two TCP services on
-        // one port) are reported as soon as the config has them, not when a proxy asks.
-        let none = views::View {
-            interception: Some(Arc::from("NONE")),
-            ..Default::default()
-        };
-        views.resources(ResourceType::Listener, &none, &self.mesh);
+        let [listeners, routes] = views.prepare(&self.mesh);
+        self.types[ResourceType::Listener.index()] = listeners;
+        self.types[ResourceType::Route.index()] = routes;
         self.views = Some(views);
         self.proxyless_clusters = proxyless_clusters;
         self
@@ -310,9 +312,22 @@ impl Snapshot {
         mesh: MeshConfig,
         resources: Vec<(ResourceType, ByName)>,
     ) -> Snapshot {
+        let sets = resources
+            .into_iter()
+            .map(|(kind, by_name)| (kind, Arc::new(Resources::new(by_name))))
+            .collect();
+        Snapshot::from_sets(serial, mesh, sets)
+    }
+
+    /// A snapshot of already versioned sets; types not listed are empty.
+    pub fn from_sets(
+        serial: u64,
+        mesh: MeshConfig,
+        sets: Vec<(ResourceType, Arc<Resources>)>,
+    ) -> Snapshot {
         let mut types = empty_types();
-        for (kind, by_name) in resources {
-            types[kind.index()] = Arc::new(Resources::new(by_name));
+        for (kind, resources) in sets {
+            types[kind.index()] = resources;
         }
         Snapshot {
             serial,
@@ -352,20 +367,7 @@ impl Snapshot {
 }
 
 fn empty_types() -> [Arc<Resources>; 4] {
-    std::array::from_fn(|_| Arc::new(Resources::new(BTreeMap::new())))
-}
-
-fn type_version(by_name: &ByName) -> String {
-    if by_name.is_empty() {
-        return "empty".to_string();
-    }
-    let mut hasher = Xxh3::new();
-    for (name, r) in by_name {
-        hasher.update(name.as_bytes());
-        hasher.update(&[0]);
-        hasher.update(r.version.as_bytes());
-    }
-    format!("{:016x}", hasher.digest())
+    std::array::from_fn(|_| Arc::new(Resources::new(ByName::new())))
 }
 
 #[cfg(test)]

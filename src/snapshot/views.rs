@@ -184,6 +184,23 @@ impl Views {
         Some(self.variant(key).resources.clone())
     }
 
+    /// Builds what every snapshot serves or reports at once, and returns the default
+    /// listeners and routes (of a proxy whose node says nothing). NONE mode's listeners are
+    /// built too, whoever connects: their conflicts (two TCP services on one port) are
+    /// reported as soon as the config has them, not when a proxy asks.
+    pub fn prepare(&self, mesh: &MeshConfig) -> [Arc<Resources>; 2] {
+        let default = View::default();
+        let none = View {
+            interception: Some(Arc::from("NONE")),
+            ..Default::default()
+        };
+        self.resources(ResourceType::Listener, &none, mesh);
+        [ResourceType::Listener, ResourceType::Route].map(|kind| {
+            self.resources(kind, &default, mesh)
+                .expect("listeners and routes have variants")
+        })
+    }
+
     fn variant(&self, key: Key) -> Arc<Variant> {
         let cell = {
             let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());

@@ -38,6 +38,15 @@ pub const SLOW_WRITE_HOLD: Duration = Duration::from_secs(2);
 /// How long a content may wait for a writer that keeps the file open before it is taken.
 pub const OPEN_WRITER_HOLD: Duration = Duration::from_secs(10);
 
+/// Paths one thread reads at least: fewer are read on the calling thread.
+const PATHS_PER_THREAD: usize = 64;
+
+/// One listed path as read, with its content parsed when it is new.
+struct Look {
+    reading: std::io::Result<Reading>,
+    parsed: Option<Result<Vec<Object>, Vec<SourceError>>>,
+}
+
 /// Settings of the directory source.
 #[derive(Clone, Debug)]
 pub struct DirOptions {
@@ -169,8 +178,8 @@ impl DirSource {
             }
             !gone
         });
-        for path in &paths {
-            if let Some(wait) = self.look_at(path, hints.get(path), first, now, hints) {
+        for (path, look) in paths.iter().zip(self.read_all(&paths)) {
+            if let Some(wait) = self.take(path, look, hints.get(path), first, now, hints) {
                 soon(wait);
             }
         }
@@ -185,10 +194,73 @@ impl DirSource {
         scan
     }
 
+    /// Reads (and parses, where the content is new) every listed path, spread over the
+    /// machine's cores: a scan of a large directory is mostly this.
+    fn read_all(&self, paths: &[PathBuf]) -> Vec<Look> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        let per_thread = paths.len().div_ceil(threads).max(PATHS_PER_THREAD);
+        if paths.len() <= per_thread {
+            return paths.iter().map(|p| self.read(p)).collect();
+        }
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = paths
+                .chunks(per_thread)
+                .map(|part| {
+                    scope.spawn(move || part.iter().map(|p| self.read(p)).collect::<Vec<_>>())
+                })
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|part| match part.join() {
+                    Ok(looks) => looks,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                })
+                .collect()
+        })
+    }
+
+    /// Reads one listed path, and parses its content unless it is the one taken or the
+    /// candidate already.
+    fn read(&self, path: &Path) -> Look {
+        let reading = read_bounded(path, self.max_file_bytes);
+        let Ok(Reading::Content(bytes, id)) = &reading else {
+            return Look {
+                reading,
+                parsed: None,
+            };
+        };
+        let hash = xxhash_rust::xxh3::xxh3_64(bytes);
+        let state = self.files.get(path);
+        let known = state.is_some_and(|s| {
+            s.taken.as_ref().is_some_and(|t| t.hash == hash)
+                || s.candidate
+                    .as_ref()
+                    .is_some_and(|c| c.hash == hash && c.id == *id)
+        });
+        let parsed = (!known).then(|| parse_file(path, bytes, &self.mesh_config_map));
+        Look { reading, parsed }
+    }
+
     /// Reads one listed path; returns when to look again if its new content is not taken.
+    #[cfg(test)]
     fn look_at(
         &mut self,
         path: &Path,
+        hint: Option<WriteHint>,
+        first: bool,
+        now: Instant,
+        hints: &Hints,
+    ) -> Option<Duration> {
+        let look = self.read(path);
+        self.take(path, look, hint, first, now, hints)
+    }
+
+    /// Takes what [`DirSource::read`] found at one listed path; returns when to look again
+    /// if its new content is not taken.
+    fn take(
+        &mut self,
+        path: &Path,
+        look: Look,
         hint: Option<WriteHint>,
         first: bool,
         now: Instant,
@@ -199,7 +271,10 @@ impl DirSource {
             document: None,
             reason,
         };
-        let read = read_bounded(path, self.max_file_bytes);
+        let Look {
+            reading: read,
+            parsed,
+        } = look;
         let known = self.files.get(path).is_some_and(|f| f.taken.is_some());
         let (bytes, id) = match read {
             Ok(Reading::Content(bytes, id)) => (bytes, id),
@@ -242,21 +317,15 @@ impl DirSource {
             }
             slot => {
                 self.parses += 1;
+                // Parsed by `read` already, which saw the same states.
+                let parsed =
+                    parsed.unwrap_or_else(|| parse_file(path, &bytes, &self.mesh_config_map));
                 slot.insert(Candidate {
                     hash,
                     id,
                     since: now,
                     readings: 1,
-                    parsed: manifest::parse(&bytes, &self.mesh_config_map).map_err(|errors| {
-                        errors
-                            .into_iter()
-                            .map(|e| SourceError {
-                                path: path.display().to_string(),
-                                document: e.document,
-                                reason: e.reason,
-                            })
-                            .collect()
-                    }),
+                    parsed,
                 })
             }
         };
@@ -326,6 +395,24 @@ impl DirSource {
             parsed: 0,
         }
     }
+}
+
+/// One file's content to objects, or its problems located at `path`.
+fn parse_file(
+    path: &Path,
+    bytes: &[u8],
+    mesh_config_map: &str,
+) -> Result<Vec<Object>, Vec<SourceError>> {
+    manifest::parse(bytes, mesh_config_map).map_err(|errors| {
+        errors
+            .into_iter()
+            .map(|e| SourceError {
+                path: path.display().to_string(),
+                document: e.document,
+                reason: e.reason,
+            })
+            .collect()
+    })
 }
 
 /// True when `new` lacks an object that `old` has (a rewrite in progress looks like this).

@@ -36,7 +36,12 @@ pub fn parse(bytes: &[u8], mesh_config_map: &str) -> Result<Vec<Object>, Vec<Doc
             reason: format!("not UTF-8 text ({e}); save the file as UTF-8"),
         }]
     })?;
-    yaml::check(text).map_err(|r| {
+    // Only a text that might be too deep is walked first (a small manifest cannot be).
+    let checked = match yaml::may_nest_too_deep(text) {
+        true => yaml::check(text),
+        false => Ok(()),
+    };
+    checked.map_err(|r| {
         vec![DocumentError {
             document: Some(r.document),
             reason: r.reason,
@@ -150,6 +155,11 @@ mod tests {
         let errors = parse(deep.as_bytes(), MESH).unwrap_err();
         assert_eq!(errors[0].document, Some(1));
         assert!(errors[0].reason.contains("nested more than"), "{errors:?}");
+        // Too few openers to be walked first: serde_yaml_ng finds the syntax error.
+        let broken = b"apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n---\nb: [\n";
+        let errors = parse(broken, MESH).unwrap_err();
+        assert_eq!(errors[0].document, Some(1), "{errors:?}");
+        assert!(errors[0].reason.starts_with("not valid YAML"), "{errors:?}");
         let errors = parse(b"apiVersion: v1\nkind: Service\nspec: {}\n", MESH).unwrap_err();
         assert!(errors[0].reason.contains("metadata.name"), "{errors:?}");
         for junk in [

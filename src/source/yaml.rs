@@ -53,6 +53,20 @@ pub fn check(text: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// Whether `text` might nest deeper than [`MAX_DEPTH`], so that [`check`] must walk it.
+///
+/// Every level opens with a byte of `[`, `{` (flow collections), `-` (block sequence entry),
+/// `:` or `?` (mapping keys); a text with at most [`MAX_DEPTH`] of them cannot nest deeper.
+/// Counting them is a tenth of the cost of walking a small manifest, which is what a large
+/// directory is made of; its syntax errors are then found by `serde_yaml_ng`, which reads
+/// such a text in linear time.
+pub fn may_nest_too_deep(text: &str) -> bool {
+    text.bytes()
+        .filter(|b| matches!(b, b'[' | b'{' | b'-' | b':' | b'?'))
+        .nth(MAX_DEPTH)
+        .is_some()
+}
+
 /// [`check`], then `serde_yaml_ng::from_str`: one document into `T`.
 pub fn from_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
     check(text).map_err(|r| r.reason)?;
@@ -122,6 +136,20 @@ mod tests {
             .unwrap_err()
             .reason
             .contains("nested more than"));
+    }
+
+    #[test]
+    fn only_texts_with_enough_openers_may_nest_too_deep() {
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(!may_nest_too_deep(&nested(MAX_DEPTH)));
+        assert!(may_nest_too_deep(&nested(MAX_DEPTH + 1)));
+        let block = format!("{}x\n", "- ".repeat(MAX_DEPTH + 1));
+        assert!(may_nest_too_deep(&block));
+        let mappings: String = (0..=MAX_DEPTH)
+            .map(|i| format!("{}k:\n", " ".repeat(i)))
+            .collect();
+        assert!(may_nest_too_deep(&mappings));
+        assert!(!may_nest_too_deep("kind: Service\nmetadata: {name: web}\n"));
     }
 
     #[test]
