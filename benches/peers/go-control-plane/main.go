@@ -3,8 +3,9 @@
 //
 // It takes its clusters and assignments from a running revplane (one ADS fetch of CDS, then of
 // EDS for every EDS cluster) and serves them over ADS (SotW, CDS and EDS) with one snapshot
-// shared by every node. A POST to /refetch fetches again and sets the new snapshot: that is
-// how the bench hands it the same one-endpoint change revplane got.
+// shared by every node. A POST to /stage fetches again and a POST to /publish sets what was
+// fetched as the new snapshot: that is how the bench hands it the same one-endpoint change
+// revplane got, measuring the push apart from the fetch.
 package main
 
 import (
@@ -147,48 +148,74 @@ func (c *catalog) snapshot() (*cache.Snapshot, error) {
 	return s, s.Consistent()
 }
 
-// peer holds the cache and serialises refetches.
+// peer holds the cache and what was fetched but not yet published.
 type peer struct {
 	cache    cache.SnapshotCache
 	from     string
 	revision string
 	mu       sync.Mutex
+	staged   *catalog
 }
 
-// load fetches the catalog and sets it as the snapshot; returns when the snapshot was set
-// (Unix ms, taken just before SetSnapshot, which starts the push) and the catalog's size.
-func (p *peer) load(ctx context.Context) (float64, *catalog, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+// stage fetches the catalog and keeps it for publish.
+func (p *peer) stage(ctx context.Context) (*catalog, error) {
 	c, err := fetch(ctx, p.from, p.revision)
 	if err != nil {
-		return 0, nil, err
+		return nil, err
 	}
-	s, err := c.snapshot()
-	if err != nil {
-		return 0, nil, err
-	}
-	published := float64(time.Now().UnixMicro()) / 1000
-	return published, c, p.cache.SetSnapshot(ctx, group, s)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.staged = c
+	return c, nil
 }
 
-func (p *peer) refetch(w http.ResponseWriter, r *http.Request) {
+// publish sets the staged catalog as the snapshot; returns when (Unix ms, taken just before
+// SetSnapshot, which starts the push).
+func (p *peer) publish(ctx context.Context) (float64, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.staged == nil {
+		return 0, fmt.Errorf("nothing staged: POST /stage first")
+	}
+	s, err := p.staged.snapshot()
+	if err != nil {
+		return 0, err
+	}
+	p.staged = nil
+	published := float64(time.Now().UnixMicro()) / 1000
+	return published, p.cache.SetSnapshot(ctx, group, s)
+}
+
+func (p *peer) handleStage(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
-		http.Error(w, "POST /refetch", http.StatusMethodNotAllowed)
+		http.Error(w, "POST /stage", http.StatusMethodNotAllowed)
 		return
 	}
-	published, c, err := p.load(r.Context())
+	c, err := p.stage(r.Context())
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
-	fmt.Fprintf(w, "{\"published_unix_ms\": %.3f, \"clusters\": %d, \"assignments\": %d, \"cds_version\": %q, \"eds_version\": %q}\n",
-		published, len(c.clusters), len(c.assignments), c.cdsVersion, c.edsVersion)
+	fmt.Fprintf(w, "{\"clusters\": %d, \"assignments\": %d, \"cds_version\": %q, \"eds_version\": %q}\n",
+		len(c.clusters), len(c.assignments), c.cdsVersion, c.edsVersion)
+}
+
+func (p *peer) handlePublish(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		http.Error(w, "POST /publish", http.StatusMethodNotAllowed)
+		return
+	}
+	published, err := p.publish(r.Context())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusConflict)
+		return
+	}
+	fmt.Fprintf(w, "{\"published_unix_ms\": %.3f}\n", published)
 }
 
 func main() {
 	xdsAddr := flag.String("xds-addr", "127.0.0.1:18000", "ADS listen address")
-	adminAddr := flag.String("admin-addr", "127.0.0.1:18001", "HTTP admin address (/ready, POST /refetch)")
+	adminAddr := flag.String("admin-addr", "127.0.0.1:18001", "HTTP admin address (/ready, POST /stage, POST /publish)")
 	from := flag.String("from", "", "revplane's xDS address to take the catalog from")
 	revision := flag.String("revision", "default", "REVISION node metadata to send to revplane")
 	flag.Parse()
@@ -197,11 +224,14 @@ func main() {
 	}
 	ctx := context.Background()
 	p := &peer{cache: cache.NewSnapshotCache(true, oneGroup{}, nil), from: *from, revision: *revision}
-	if _, c, err := p.load(ctx); err != nil {
+	c, err := p.stage(ctx)
+	if err != nil {
 		log.Fatalf("initial fetch from %s: %v", *from, err)
-	} else {
-		log.Printf("serving %d clusters, %d assignments", len(c.clusters), len(c.assignments))
 	}
+	if _, err := p.publish(ctx); err != nil {
+		log.Fatal(err)
+	}
+	log.Printf("serving %d clusters, %d assignments", len(c.clusters), len(c.assignments))
 
 	grpcServer := grpc.NewServer(
 		grpc.MaxConcurrentStreams(maxConcurrentStreams),
@@ -216,6 +246,7 @@ func main() {
 	go func() { log.Fatal(grpcServer.Serve(lis)) }()
 
 	http.HandleFunc("/ready", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ready") })
-	http.HandleFunc("/refetch", p.refetch)
+	http.HandleFunc("/stage", p.handleStage)
+	http.HandleFunc("/publish", p.handlePublish)
 	log.Fatal(http.ListenAndServe(*adminAddr, nil))
 }
