@@ -52,9 +52,10 @@ impl Row {
         }
     }
 
-    /// revplane's median over the peer's.
-    pub fn ratio(&self) -> f64 {
-        self.ours.median() / self.theirs.median()
+    /// revplane's median over the peer's (`None` when the peer's is 0).
+    pub fn ratio(&self) -> Option<f64> {
+        let theirs = self.theirs.median();
+        (theirs != 0.0).then(|| self.ours.median() / theirs)
     }
 }
 
@@ -76,11 +77,11 @@ impl fmt::Display for Row {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{:<30} revplane {:<24} go-control-plane {:<24} ratio {:.3}x",
+            "{:<30} revplane {:<24} go-control-plane {:<24} ratio {}",
             self.label,
             spread(&self.ours),
             spread(&self.theirs),
-            self.ratio()
+            self.ratio().map_or("-".to_string(), |r| format!("{r:.3}x"))
         )
     }
 }
