@@ -139,14 +139,14 @@ impl Bench {
 
         self.generation += 1;
         let feeder_before = self.feeder.metric(PUBLISHED);
-        let cpu0 = match &under {
-            Under::Revplane(_) => cpu_seconds(pid),
-            Under::Peer(_) => 0.0,
+        let (cpu0, before) = match &under {
+            Under::Revplane(server) => (cpu_seconds(pid), server.metric(PUBLISHED)),
+            Under::Peer(_) => (0.0, 0.0),
         };
         write_shaped(&self.dir, self.shape, 3, self.generation);
         wait_published(&self.feeder, feeder_before);
         let (published_ms, cpu0) = match &under {
-            Under::Revplane(server) => (server.metric(PUBLISHED) * 1000.0, cpu0),
+            Under::Revplane(server) => (wait_published(server, before) * 1000.0, cpu0),
             Under::Peer(peer) => {
                 peer.stage();
                 let cpu0 = cpu_seconds(pid);
@@ -251,9 +251,15 @@ fn settle(pid: u32, deadline: Instant) {
     }
 }
 
-fn wait_published(server: &Server, before: f64) {
+/// Waits until `server` published a snapshot after the one published at `before` (Unix
+/// seconds); returns when it did.
+fn wait_published(server: &Server, before: f64) -> f64 {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while server.metric(PUBLISHED) == before {
+    loop {
+        let published = server.metric(PUBLISHED);
+        if published != before {
+            return published;
+        }
         assert!(
             Instant::now() < deadline,
             "revplane did not publish the change in 20 s"
