@@ -19,8 +19,9 @@
 //! `cargo bench --bench peers` runs full size; `cargo test --bench peers` a smoke size (Go
 //! must be on PATH either way). Overrides: `REVPLANE_PEERS_SERVICES=1000`,
 //! `REVPLANE_PEERS_FANOUT=10000`, `REVPLANE_PEERS_STORM=5000` (proxies),
-//! `REVPLANE_PEERS_ROUNDS=3`, `REVPLANE_PEERS_FANOUT_SECS=110`, `REVPLANE_PEERS_STORM_SECS=45`
-//! (how long each load run lasts), `REVPLANE_BENCH_ONLY=fanout|storm`,
+//! `REVPLANE_PEERS_ROUNDS=3`; how long each load run lasts, revplane's and the peer's:
+//! `REVPLANE_PEERS_FANOUT_SECS=60`, `REVPLANE_PEERS_PEER_FANOUT_SECS=210`,
+//! `REVPLANE_PEERS_STORM_SECS=20`, `REVPLANE_PEERS_PEER_STORM_SECS=75`; `REVPLANE_BENCH_ONLY=fanout|storm`,
 //! `REVPLANE_PEERS_SVG=docs/img/fanout-cdf.svg` (full size writes there by default).
 
 #[path = "peers/cdf.rs"]
@@ -156,7 +157,7 @@ impl Bench {
         let left = deadline.saturating_duration_since(Instant::now());
         if left < Duration::from_secs(if full() { 15 } else { 2 }) {
             eprintln!(
-                "warning: {}: the change came {:.1} s before the load run ends: raise REVPLANE_PEERS_FANOUT_SECS",
+                "warning: {}: the change came {:.1} s before the load run ends: raise REVPLANE_PEERS_[PEER_]FANOUT_SECS",
                 kind.name(),
                 left.as_secs_f64()
             );
@@ -179,7 +180,7 @@ impl Bench {
         check(
             acks.len() == n,
             &format!(
-                "{}: {} of {n} proxies ACKed the change before the run ended (REVPLANE_PEERS_FANOUT_SECS)",
+                "{}: {} of {n} proxies ACKed the change before the run ended (REVPLANE_PEERS_[PEER_]FANOUT_SECS)",
                 kind.name(),
                 acks.len()
             ),
@@ -203,7 +204,7 @@ impl Bench {
         check(
             count as usize == n,
             &format!(
-                "{}: {count} of {n} proxies had their full config within {secs} s (REVPLANE_PEERS_STORM_SECS)",
+                "{}: {count} of {n} proxies had their full config within {secs} s (REVPLANE_PEERS_[PEER_]STORM_SECS)",
                 kind.name()
             ),
         );
@@ -246,7 +247,7 @@ fn settle(pid: u32, deadline: Instant) {
         }
         assert!(
             Instant::now() < deadline,
-            "the server was still busy when the load run ended: raise REVPLANE_PEERS_FANOUT_SECS"
+            "the server was still busy when the load run ended: raise REVPLANE_PEERS_[PEER_]FANOUT_SECS"
         );
     }
 }
@@ -313,8 +314,16 @@ fn main() {
     let fanout_n = env_or("REVPLANE_PEERS_FANOUT", 10_000, 20);
     let storm_n = env_or("REVPLANE_PEERS_STORM", 5000, 20);
     let rounds = env_or("REVPLANE_PEERS_ROUNDS", 3, 1);
-    let fanout_secs = env_or("REVPLANE_PEERS_FANOUT_SECS", 110, 8);
-    let storm_secs = env_or("REVPLANE_PEERS_STORM_SECS", 45, 4);
+    // How long each load run lasts, per server: the peer takes minutes where revplane takes
+    // seconds, and a load run cannot end early.
+    let fanout_secs = [
+        env_or("REVPLANE_PEERS_FANOUT_SECS", 60, 8),
+        env_or("REVPLANE_PEERS_PEER_FANOUT_SECS", 210, 8),
+    ];
+    let storm_secs = [
+        env_or("REVPLANE_PEERS_STORM_SECS", 20, 4),
+        env_or("REVPLANE_PEERS_PEER_STORM_SECS", 75, 4),
+    ];
     let svg = std::env::var("REVPLANE_PEERS_SVG")
         .map(PathBuf::from)
         .unwrap_or_else(|_| {
@@ -372,7 +381,7 @@ fn main() {
             let i = kind as usize;
             if run("fanout") {
                 loads.push(loadavg());
-                let f = bench.fanout(kind, fanout_n, fanout_secs);
+                let f = bench.fanout(kind, fanout_n, fanout_secs[i]);
                 println!(
                     "round {} {:<16} fan-out {fanout_n}: {:.1} KiB/stream idle, p99 {:.1} ms, push CPU {:.3} s",
                     round + 1,
@@ -385,7 +394,7 @@ fn main() {
             }
             if run("storm") {
                 loads.push(loadavg());
-                let s = bench.storm(kind, storm_n, storm_secs);
+                let s = bench.storm(kind, storm_n, storm_secs[i]);
                 println!(
                     "round {} {:<16} storm {storm_n}: last full config {:.2} s, peak RSS {:.1} MiB",
                     round + 1,
