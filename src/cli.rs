@@ -78,6 +78,11 @@ pub struct LoadArgs {
     #[arg(long, env = "REVPLANE_LOAD_RECONNECT_EVERY", value_parser = humantime::parse_duration)]
     pub reconnect_every: Option<Duration>,
 
+    /// Report the time of every ACK of every version (JSON `ack_unix_ms`), to plot the
+    /// distribution of a fan-out.
+    #[arg(long, env = "REVPLANE_LOAD_ACK_TIMES")]
+    pub ack_times: bool,
+
     /// Print the report as JSON instead of a table.
     #[arg(long, env = "REVPLANE_LOAD_JSON")]
     pub json: bool,

@@ -91,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
                 connections: args.connections,
                 ramp: args.ramp,
                 reconnect_every: args.reconnect_every,
+                ack_times: args.ack_times,
             })
             .await?;
             print_report(args.json, &report, || report.to_table())

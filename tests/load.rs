@@ -24,6 +24,7 @@ fn config(
         connections: None,
         ramp: Duration::ZERO,
         reconnect_every: None,
+        ack_times: false,
     }
 }
 

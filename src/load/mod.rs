@@ -55,6 +55,9 @@ pub struct LoadConfig {
     /// Each proxy closes its stream (and its own connection) and opens a new one this often,
     /// the proxies' turns spread evenly over the period (`10m`: 10% of them every minute).
     pub reconnect_every: Option<Duration>,
+    /// Report every ACK's time per version ([`VersionReport::ack_unix_ms`]), for a
+    /// distribution rather than its percentiles.
+    pub ack_times: bool,
 }
 
 /// Runs the simulation and returns its report.
@@ -133,26 +136,9 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
     let versions = order
         .into_iter()
         .map(|key| {
-            let times = &acks[&key];
-            let first = *times.iter().min().expect("at least one ACK");
-            let last = *times.iter().max().expect("at least one ACK");
-            let after: Vec<Duration> = times
-                .iter()
-                .map(|t| t.duration_since(first).unwrap_or_default())
-                .collect();
-            let unix = |t: SystemTime| {
-                t.duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis())
-            };
-            VersionReport {
-                r#type: ResourceType::from_type_url(&key.0)
-                    .map_or(key.0.clone(), |t| t.short().to_string()),
-                version: key.1,
-                acks: times.len(),
-                first_ack_unix_ms: unix(first),
-                last_ack_unix_ms: unix(last),
-                convergence: Spread::of(&after),
-            }
+            let r#type = ResourceType::from_type_url(&key.0)
+                .map_or(key.0.clone(), |t| t.short().to_string());
+            VersionReport::of(r#type, key.1.clone(), &acks[&key], config.ack_times)
         })
         .collect();
     Ok(LoadReport {

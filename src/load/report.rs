@@ -1,7 +1,7 @@
 //! Load-run results: what happened, reduced to the figures an operator compares.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
@@ -51,6 +51,40 @@ pub struct VersionReport {
     pub last_ack_unix_ms: u128,
     /// ACK times after the first ACK: the fan-out convergence.
     pub convergence: Spread,
+    /// Every ACK's Unix time (ms, to the microsecond), in the order they came; only with
+    /// `--ack-times` (a distribution to plot, 10,000 numbers per version at 10,000 proxies).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ack_unix_ms: Vec<f64>,
+}
+
+impl VersionReport {
+    /// The report of one version from its ACK times (at least one), keeping every time when
+    /// `keep_times`.
+    pub fn of(r#type: String, version: String, times: &[SystemTime], keep_times: bool) -> Self {
+        let first = *times.iter().min().expect("at least one ACK");
+        let last = *times.iter().max().expect("at least one ACK");
+        let after: Vec<Duration> = times
+            .iter()
+            .map(|t| t.duration_since(first).unwrap_or_default())
+            .collect();
+        let unix = |t: &SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        VersionReport {
+            r#type,
+            version,
+            acks: times.len(),
+            first_ack_unix_ms: unix(&first).as_millis(),
+            last_ack_unix_ms: unix(&last).as_millis(),
+            convergence: Spread::of(&after),
+            ack_unix_ms: if keep_times {
+                times
+                    .iter()
+                    .map(|t| unix(t).as_micros() as f64 / 1000.0)
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
 }
 
 /// Everything a load run measured.
@@ -135,5 +169,27 @@ mod tests {
         );
         assert_eq!(Spread::of(&[]), Spread::default());
         assert_eq!(Spread::of(&[Duration::from_millis(7)]).p99_ms, 7.0);
+    }
+
+    #[test]
+    fn version_keeps_every_ack_time_only_when_asked() {
+        let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_micros(ms * 1000 + 250);
+        let times = [at(1_000_030), at(1_000_010), at(1_000_020)];
+        let v = VersionReport::of("eds".into(), "v1".into(), &times, true);
+        assert_eq!(
+            (v.first_ack_unix_ms, v.last_ack_unix_ms),
+            (1_000_010, 1_000_030)
+        );
+        assert_eq!((v.convergence.p50_ms, v.convergence.max_ms), (10.0, 20.0));
+        assert_eq!(v.ack_unix_ms, [1_000_030.25, 1_000_010.25, 1_000_020.25]);
+        let json = serde_json::to_value(&v).unwrap();
+        assert_eq!(json["ack_unix_ms"][1], 1_000_010.25);
+
+        let v = VersionReport::of("eds".into(), "v1".into(), &times, false);
+        assert!(v.ack_unix_ms.is_empty());
+        assert!(serde_json::to_value(&v)
+            .unwrap()
+            .get("ack_unix_ms")
+            .is_none());
     }
 }
