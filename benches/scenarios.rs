@@ -6,7 +6,10 @@
 //! `REVPLANE_BENCH_IDLE=1000,5000,10000`, `REVPLANE_BENCH_STORM=5000`,
 //! `REVPLANE_BENCH_FANOUT=10000`, `REVPLANE_BENCH_CHURN=1000` (proxies),
 //! `REVPLANE_BENCH_CHURN_SECS=60`, `REVPLANE_BENCH_LARGE=2000`,
-//! `REVPLANE_BENCH_ONLY=idle|storm|fanout|churn|large`;
+//! `REVPLANE_BENCH_ONLY=idle|storm|fanout|churn|large|admission` (`admission`: the storm with
+//! the default admission control and with none, alternated, `REVPLANE_BENCH_ROUNDS` times;
+//! `REVPLANE_BENCH_ADMISSION_LARGE=1` adds the large storm both ways);
+//! `REVPLANE_BENCH_SERVER_BIN=path` serves from another `revplane` build (A/B runs);
 //! `REVPLANE_BENCH_CATALOGS=realistic,small` (storm and fan-out run on each: `realistic` is
 //! 1,000 services of 2–10 endpoints, the headline; `small` is 10 services of 10 endpoints);
 //! `REVPLANE_BENCH_SERVER_ARGS="--push-concurrency 2048"` adds flags to `revplane serve`.
@@ -68,17 +71,36 @@ fn idle(sizes: &[usize]) {
 }
 
 fn storm(n: usize, name: &str, shape: Shape, secs: u64) {
+    storm_with(n, name, shape, secs, &[]);
+}
+
+/// Admission control effectively off: every stream admitted at once, no push limit.
+const NO_ADMISSION: [&str; 6] = [
+    "--new-streams-per-second",
+    "1000000",
+    "--new-stream-burst",
+    "1000000",
+    "--push-concurrency",
+    "1000000",
+];
+
+fn storm_with(n: usize, name: &str, shape: Shape, secs: u64, server_args: &[&str]) {
     let dir = tempdir();
     write_mesh(&dir, shape);
-    let server = Server::start(&dir, "100ms");
+    let server = Server::start_with(&dir, "100ms", server_args);
     let cpu0 = server.cpu_seconds();
     let child = load(&server, n, if full() { secs } else { 3 });
     let connected = wait_connected(&server, n, Duration::from_secs(60));
     let r = report(child);
     let full = &r["first_full_config"];
     println!(
-        "storm {n} proxies, {name} catalog ({}): all connected in {:.2} s; full config ACKed p50 {:.0} ms p99 {:.0} ms max {:.0} ms ({} of {n}); refused {}; failed {}; server peak RSS {:.1} MiB, CPU {:.2} s",
+        "storm {n} proxies, {name} catalog ({}){}: all connected in {:.2} s; full config ACKed p50 {:.0} ms p99 {:.0} ms max {:.0} ms ({} of {n}); refused {}; failed {}; server peak RSS {:.1} MiB, CPU {:.2} s",
         shape.describe(),
+        if server_args == NO_ADMISSION {
+            ", admission off"
+        } else {
+            ""
+        },
         connected.as_secs_f64(),
         full["p50_ms"].as_f64().unwrap_or(0.0),
         full["p99_ms"].as_f64().unwrap_or(0.0),
@@ -188,6 +210,15 @@ fn churn(n: usize, secs: u64) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The large cluster of issue 12: 10,000 services × 2 ports, 4 endpoints each.
+fn large_shape() -> Shape {
+    Shape {
+        services: if full() { 10_000 } else { 20 },
+        endpoints: Endpoints::Fixed(4),
+        ports: 2,
+    }
+}
+
 fn main() {
     floor::serve_if_asked();
     let only = std::env::var("REVPLANE_BENCH_ONLY").ok();
@@ -225,13 +256,29 @@ fn main() {
             env_or("REVPLANE_BENCH_CHURN_SECS", 60, 2),
         );
     }
+    if only.as_deref() == Some("admission") {
+        // The defaults against no admission control, alternated, on the realistic catalog;
+        // with REVPLANE_BENCH_ADMISSION_LARGE=1 also on the large cluster's storm.
+        let n = env_or("REVPLANE_BENCH_STORM", 5000, 20);
+        let shape = Shape::realistic(if full() { 1000 } else { 20 });
+        for _ in 0..env_or("REVPLANE_BENCH_ROUNDS", 2, 1) {
+            storm_with(n, "realistic", shape, 20, &[]);
+            storm_with(n, "realistic", shape, 20, &NO_ADMISSION);
+        }
+        if std::env::var("REVPLANE_BENCH_ADMISSION_LARGE").is_ok() {
+            let large = large_shape();
+            let n = env_or("REVPLANE_BENCH_LARGE", 2000, 10);
+            storm_with(n, "large", large, 90, &[]);
+            storm_with(n, "large", large, 90, &NO_ADMISSION);
+        }
+    }
     // Heavy (minutes, GBs): only when asked for.
     if only.as_deref() == Some("large") {
-        let shape = Shape {
-            services: if full() { 10_000 } else { 20 },
-            endpoints: Endpoints::Fixed(4),
-            ports: 2,
-        };
-        storm(env_or("REVPLANE_BENCH_LARGE", 2000, 10), "large", shape, 90);
+        storm(
+            env_or("REVPLANE_BENCH_LARGE", 2000, 10),
+            "large",
+            large_shape(),
+            90,
+        );
     }
 }

@@ -149,11 +149,20 @@ pub struct Server {
 
 impl Server {
     pub fn start(dir: &Path, debounce: &str) -> Server {
+        Server::start_with(dir, debounce, &[])
+    }
+
+    /// [`Server::start`] with more `revplane serve` flags (after `REVPLANE_BENCH_SERVER_ARGS`).
+    /// `REVPLANE_BENCH_SERVER_BIN` runs another `revplane` binary as the server (an A/B run
+    /// against an older build; the load generator stays this build's).
+    pub fn start_with(dir: &Path, debounce: &str, extra: &[&str]) -> Server {
         let (xds, admin) = (
             format!("127.0.0.1:{}", free_port()),
             format!("127.0.0.1:{}", free_port()),
         );
-        let child = Command::new(env!("CARGO_BIN_EXE_revplane"))
+        let binary = std::env::var("REVPLANE_BENCH_SERVER_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_revplane").to_string());
+        let child = Command::new(binary)
             .args(["serve", "--revision", "bench", "--source"])
             .arg(dir)
             .args([
@@ -169,6 +178,7 @@ impl Server {
                     .unwrap_or_default()
                     .split_whitespace(),
             )
+            .args(extra)
             .env("REVPLANE_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
