@@ -378,6 +378,25 @@ pub fn wait_connected(server: &Server, n: usize, within: Duration) -> Duration {
     start.elapsed()
 }
 
+/// Like [`wait_connected`], for a storm that may overwhelm the server: `Err` with the most
+/// proxies seen connected when not all of them were within `within` (or the server stopped
+/// answering its admin port meanwhile).
+pub fn try_wait_connected(server: &Server, n: usize, within: Duration) -> Result<Duration, f64> {
+    let start = Instant::now();
+    let mut most = 0.0f64;
+    loop {
+        let now = server.connected();
+        most = most.max(now);
+        if now >= n as f64 {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() >= within {
+            return Err(most);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Waits until `n` proxies are connected and every response the server sent was answered
 /// (each type's pushes equal its ACK count): a connect storm is over.
 pub fn wait_synced(server: &Server, n: usize, within: Duration) -> Duration {
