@@ -1,6 +1,8 @@
 //! One ADS stream (state of the world): revision gate, then requests and snapshot changes
 //! until the client leaves, a rule is broken, or the server shuts down.
 
+mod end;
+
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
@@ -18,80 +20,7 @@ use super::XdsContext;
 use crate::echo::{echo, echo_max};
 use crate::snapshot::views::View;
 use crate::snapshot::{ResourceType, Snapshot};
-
-/// Why a stream ends.
-enum End {
-    /// With this status to the client: refused (the revision gate, a limit, a bad request).
-    Status(Status),
-    /// With this status to the client: the server is shutting down.
-    Shutdown(Status),
-    /// The client ended its side of the stream: the ordinary way to leave.
-    Gone,
-    /// The client reset the stream (Envoy does when it shuts down or drops a stream).
-    Reset,
-    /// The stream or its connection failed under the server (a keepalive timeout, a broken
-    /// or reset connection): the proxy did not ask for this.
-    Lost(String),
-}
-
-impl End {
-    /// The `reason` label of `revplane_xds_stream_ends_total`.
-    fn reason(&self) -> &'static str {
-        match self {
-            End::Status(_) => "refused",
-            End::Shutdown(_) => "shutdown",
-            End::Gone => "client_closed",
-            End::Reset => "client_reset",
-            End::Lost(_) => "stream_lost",
-        }
-    }
-
-    /// How a failed request body ends the stream.
-    fn of_request_error(ctx: &XdsContext, e: &RequestError) -> End {
-        match e {
-            RequestError::Body(status) if status.code() == tonic::Code::Cancelled => End::Reset,
-            RequestError::Body(status) if peer_closed(status) => End::Gone,
-            RequestError::Body(status) => End::Lost(error_chain(status)),
-            _ => End::Status(refused_request(ctx, e)),
-        }
-    }
-}
-
-/// Whether the body failed because the client closed its connection (end of file without
-/// an HTTP/2 goodbye: a proxy that exits or is killed does this), as opposed to a connection
-/// that broke (reset) or that the server gave up on (keepalive timeout).
-fn peer_closed(status: &Status) -> bool {
-    let mut source = std::error::Error::source(status);
-    while let Some(e) = source {
-        let io = e
-            .downcast_ref::<std::io::Error>()
-            .or_else(|| e.downcast_ref::<h2::Error>().and_then(h2::Error::get_io));
-        if let Some(io) = io {
-            // h2 reports the end of the connection's bytes as a broken pipe.
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::UnexpectedEof
-            );
-        }
-        source = e.source();
-    }
-    false
-}
-
-/// The status's message and what caused it, for the log.
-fn error_chain(status: &Status) -> String {
-    let mut text = status.message().to_string();
-    let mut source = std::error::Error::source(status);
-    while let Some(e) = source {
-        let part = e.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = e.source();
-    }
-    text
-}
+use end::End;
 
 /// A stream that sends no request for this long is closed (it would hold a task for nothing;
 /// a proxy sends its first request with the stream's headers).
@@ -323,7 +252,7 @@ fn too_many_names(kind: ResourceType, names: usize, max: usize) -> Status {
 
 /// The status a stream ends with when its requests cannot be read; counted when the server
 /// refused them (not when the client went away).
-fn refused_request(ctx: &XdsContext, e: &RequestError) -> Status {
+pub(super) fn refused_request(ctx: &XdsContext, e: &RequestError) -> Status {
     if let Some(reason) = e.reason() {
         ctx.metrics.rejected(reason);
         tracing::debug!(reason, "ending a stream: {e}");
