@@ -9,46 +9,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use ::kube::api::{Api, Patch, PatchParams};
-use ::kube::Client;
 use common::kube::*;
 use common::process::Revplane;
 use common::*;
 use futures::StreamExt;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 const REVISION: &str = "scale";
 const NAMESPACES: usize = 10;
-
-/// The second slice of a service (the first is `apply_slice`'s `<service>-1`).
-async fn apply_second_slice(client: &Client, ns: &str, service: &str, ip: &str) {
-    let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": { "name": format!("{service}-2"), "namespace": ns, "labels": { "kubernetes.io/service-name": service } },
-        "addressType": "IPv4",
-        "ports": [{ "name": "http", "port": 8080, "protocol": "TCP" }],
-        "endpoints": [{ "addresses": [ip], "conditions": { "ready": true } }],
-    }))
-    .unwrap();
-    Api::<EndpointSlice>::namespaced(client.clone(), ns)
-        .patch(
-            &format!("{service}-2"),
-            &PatchParams::apply("revplane-tests").force(),
-            &Patch::Apply(slice),
-        )
-        .await
-        .unwrap();
-}
-
-fn status_mib(pid: u32, field: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_large_catalog_from_the_apiserver_is_served_whole() {
@@ -78,7 +45,8 @@ async fn a_large_catalog_from_the_apiserver_is_served_whole() {
                 let first = [format!("10.{a}.{b}.1"), format!("10.{a}.{b}.2")];
                 let first: Vec<&str> = first.iter().map(String::as_str).collect();
                 apply_slice(&admin, &ns, &name, &first, 8080).await;
-                apply_second_slice(&admin, &ns, &name, &format!("10.{a}.{b}.3")).await;
+                let second = format!("10.{a}.{b}.3");
+                apply_named_slice(&admin, &ns, &name, &format!("{name}-2"), &[&second], 8080).await;
             }
         })
         .buffer_unordered(32)

@@ -8,22 +8,12 @@ mod common;
 
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use common::*;
-use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
-use prost::Message;
 use tokio::net::TcpStream;
 
 const ADS: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
-
-fn framed(request: &DiscoveryRequest) -> Bytes {
-    let mut out = BytesMut::new();
-    out.put_u8(0);
-    out.put_u32(request.encoded_len() as u32);
-    request.encode(&mut out).unwrap();
-    out.freeze()
-}
 
 /// An admitted stream that got its first response, on a connection of its own.
 struct RawStream {
@@ -52,7 +42,7 @@ async fn open(addr: std::net::SocketAddr, node: &str, reset_on_close: bool) -> R
         .body(())
         .unwrap();
     let (response, mut send) = client.send_request(request, false).unwrap();
-    send.send_data(framed(&first_cds(node, "canary")), false)
+    send.send_data(grpc_framed(&first_cds(node, "canary")), false)
         .unwrap();
     let mut body = response.await.unwrap().into_body();
     let first = tokio::time::timeout(Duration::from_secs(5), body.data())

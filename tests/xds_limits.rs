@@ -241,17 +241,6 @@ async fn clients_that_leave_while_queued_for_admission_give_their_places_back() 
     server.stop().await;
 }
 
-/// `VmRSS` or `VmHWM` of a process, in MiB.
-fn status_mib(pid: u32, field: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap();
-    kib / 1024.0
-}
-
 /// The attack of issue 11 against the server process: 2 connections × 100 streams, each a
 /// length prefix near `--max-request-bytes` (4 MiB) and 90% of the body, then stalling.
 /// Before the limits the server grew by ~760 MiB; now the streams are refused as they come.

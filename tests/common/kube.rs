@@ -381,9 +381,21 @@ pub async fn apply_service(client: &Client, ns: &str, name: &str, port: u16) {
 
 /// Creates or updates the EndpointSlice `<service>-1` with ready endpoints `ip:port`.
 pub async fn apply_slice(client: &Client, ns: &str, service: &str, ips: &[&str], port: u16) {
+    apply_named_slice(client, ns, service, &format!("{service}-1"), ips, port).await;
+}
+
+/// Creates or updates EndpointSlice `name` of `service` with ready endpoints `ip:port`.
+pub async fn apply_named_slice(
+    client: &Client,
+    ns: &str,
+    service: &str,
+    name: &str,
+    ips: &[&str],
+    port: u16,
+) {
     let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": { "name": format!("{service}-1"), "namespace": ns, "labels": { "kubernetes.io/service-name": service } },
+        "metadata": { "name": name, "namespace": ns, "labels": { "kubernetes.io/service-name": service } },
         "addressType": "IPv4",
         "ports": [{ "name": "http", "port": port, "protocol": "TCP" }],
         "endpoints": ips.iter().map(|ip| serde_json::json!({ "addresses": [ip], "conditions": { "ready": true } })).collect::<Vec<_>>(),
@@ -391,7 +403,7 @@ pub async fn apply_slice(client: &Client, ns: &str, service: &str, ips: &[&str],
     .unwrap();
     Api::<EndpointSlice>::namespaced(client.clone(), ns)
         .patch(
-            &format!("{service}-1"),
+            name,
             &PatchParams::apply("revplane-tests").force(),
             &Patch::Apply(slice),
         )

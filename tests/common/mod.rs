@@ -301,3 +301,26 @@ pub fn loopback_ip() -> std::net::IpAddr {
     let pid = std::process::id();
     std::net::Ipv4Addr::new(127, (pid >> 8) as u8, pid as u8, n as u8 + 2).into()
 }
+
+/// `VmRSS` or `VmHWM` of a process, in MiB.
+pub fn status_mib(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
+/// A request as gRPC frames it on the wire (uncompressed flag, length, message), for raw
+/// HTTP/2 clients.
+pub fn grpc_framed(request: &DiscoveryRequest) -> bytes::Bytes {
+    use bytes::BufMut;
+    use prost::Message;
+    let mut out = bytes::BytesMut::new();
+    out.put_u8(0);
+    out.put_u32(request.encoded_len() as u32);
+    request.encode(&mut out).unwrap();
+    out.freeze()
+}
