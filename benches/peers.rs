@@ -162,7 +162,7 @@ impl Bench {
                 left.as_secs_f64()
             );
         }
-        let (report, cpu_at) = wait_sampling(child, pid);
+        let (report, cpu) = wait_sampling(child, pid);
         let version = report["versions"]
             .as_array()
             .and_then(|v| v.iter().rev().find(|v| v["type"] == "eds"))
@@ -186,7 +186,7 @@ impl Bench {
             ),
         );
         let last_ack = acks.iter().copied().fold(0.0, f64::max);
-        let push_cpu_s = cpu_at(last_ack + 100.0) - cpu0;
+        let push_cpu_s = cpu.at(last_ack + 100.0) - cpu0;
         Fanout {
             kib_per_stream: rss.saturating_sub(base) as f64 / n as f64,
             idle_cpu,
@@ -269,30 +269,12 @@ fn wait_published(server: &Server, before: f64) -> f64 {
     }
 }
 
-/// Waits for the load run, reading the server's CPU every 20 ms; returns its report and the
-/// CPU seconds used by a Unix time (ms): the first sample at or after it.
-fn wait_sampling(mut child: Child, pid: u32) -> (serde_json::Value, impl Fn(f64) -> f64) {
-    // Read the report meanwhile: it outgrows a pipe's buffer, and the child would wait on us.
-    let mut stdout = child.stdout.take().expect("load's stdout is piped");
-    let reader = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        std::io::Read::read_to_end(&mut stdout, &mut out).map(|_| out)
-    });
-    let mut samples = Vec::new();
-    while child.try_wait().unwrap().is_none() {
-        samples.push((unix_ms(), cpu_seconds_of(pid)));
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = reader.join().unwrap().expect("read the load report");
-    let report: serde_json::Value = serde_json::from_slice(&out).expect("load report JSON");
-    let at = move |t: f64| {
-        samples
-            .iter()
-            .find(|(when, _)| *when >= t)
-            .or(samples.last())
-            .map_or(0.0, |(_, cpu)| *cpu)
-    };
-    (report, at)
+/// Waits for the load run while sampling the server's CPU; its report and the samples.
+fn wait_sampling(child: Child, pid: u32) -> (serde_json::Value, CpuSamples) {
+    let sampler = CpuSampler::start(pid);
+    // `report` reads the output while the run goes on (it outgrows a pipe's buffer).
+    let report = report(child);
+    (report, sampler.stop())
 }
 
 fn loadavg() -> String {

@@ -275,6 +275,16 @@ impl CpuSampler {
 pub struct CpuSamples(Vec<(f64, f64)>);
 
 impl CpuSamples {
+    /// CPU seconds used by Unix time `t_ms`: the first sample at or after it (the last one
+    /// if none is).
+    pub fn at(&self, t_ms: f64) -> f64 {
+        self.0
+            .iter()
+            .find(|(t, _)| *t >= t_ms)
+            .or(self.0.last())
+            .map_or(0.0, |(_, cpu)| *cpu)
+    }
+
     /// CPU seconds used from Unix time `from_ms` to `to_ms` (the last sample at or before
     /// `from_ms`, the first at or after `to_ms`).
     pub fn between(&self, from_ms: f64, to_ms: f64) -> f64 {
