@@ -12,6 +12,7 @@
 #[cfg(test)]
 mod tests;
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -47,39 +48,26 @@ pub fn sidecar_routes(
             continue;
         }
         let name = port.to_string();
-        // Domain → the virtual host that has it.
-        let mut owners: HashMap<String, String> = HashMap::new();
-        let mut virtual_hosts = Vec::new();
-        for p in group.iter().filter(|p| p.protocol.is_http()) {
-            let host = format!("{}:{}", p.fqdn, p.port);
-            // Lost domains by the virtual host that kept them.
-            let mut lost: Vec<(String, Vec<String>)> = Vec::new();
-            let mut domains = Vec::new();
-            for domain in sidecar_domains(p, caller_namespace) {
-                match owners.get(&domain) {
-                    Some(owner) if *owner == host => {}
-                    Some(owner) => match lost.iter_mut().find(|(o, _)| o == owner) {
-                        Some((_, ds)) => ds.push(domain),
-                        None => lost.push((owner.clone(), vec![domain])),
-                    },
-                    None => {
-                        owners.insert(domain.clone(), host.clone());
-                        domains.push(domain);
-                    }
-                }
-            }
-            for (owner, ds) in lost {
-                conflicts.push(Conflict {
-                    listener: name.clone(),
-                    kept: owner,
-                    dropped: host.clone(),
-                    reason: format!(
-                        "domains {ds:?} already belong to the kept virtual host (the first \
-                         by namespace/name); Envoy refuses a route configuration that repeats \
-                         a domain"
-                    ),
-                });
-            }
+        // Every virtual host with the domains it asks for; then who keeps a repeated one.
+        let wanted: Vec<(String, Vec<String>)> = group
+            .iter()
+            .filter(|p| p.protocol.is_http())
+            .map(|p| {
+                let host = format!("{}:{}", p.fqdn, p.port);
+                (host, sidecar_domains(p, caller_namespace))
+            })
+            .collect();
+        let kept = keep_first_owners(&wanted, &name, &mut conflicts);
+        let mut virtual_hosts = Vec::with_capacity(wanted.len());
+        for ((host, domains), (p, keep)) in wanted
+            .into_iter()
+            .zip(group.iter().filter(|p| p.protocol.is_http()).zip(kept))
+        {
+            let domains: Vec<String> = domains
+                .into_iter()
+                .zip(keep)
+                .filter_map(|(d, keep)| keep.then_some(d))
+                .collect();
             if !domains.is_empty() {
                 virtual_hosts.push(VirtualHost {
                     name: host,
@@ -98,6 +86,54 @@ pub fn sidecar_routes(
     }
     configs.sort_by(|a, b| a.name.cmp(&b.name));
     (configs, conflicts)
+}
+
+/// Which domain of each virtual host it keeps: the first virtual host to ask for a domain has
+/// it (a repeat within one virtual host is dropped quietly); a later one loses it, which is
+/// reported in `conflicts` per (winner, loser) pair.
+fn keep_first_owners(
+    wanted: &[(String, Vec<String>)],
+    listener: &str,
+    conflicts: &mut Vec<Conflict>,
+) -> Vec<Vec<bool>> {
+    let mut owners: HashMap<&str, usize> =
+        HashMap::with_capacity(wanted.iter().map(|(_, d)| d.len()).sum());
+    let mut kept = Vec::with_capacity(wanted.len());
+    for (index, (host, domains)) in wanted.iter().enumerate() {
+        // Lost domains by the virtual host that kept them.
+        let mut lost: Vec<(usize, Vec<&str>)> = Vec::new();
+        let keep = domains
+            .iter()
+            .map(|domain| match owners.entry(domain) {
+                Entry::Vacant(slot) => {
+                    slot.insert(index);
+                    true
+                }
+                Entry::Occupied(owner) if *owner.get() == index => false,
+                Entry::Occupied(owner) => {
+                    match lost.iter_mut().find(|(o, _)| o == owner.get()) {
+                        Some((_, ds)) => ds.push(domain),
+                        None => lost.push((*owner.get(), vec![domain])),
+                    }
+                    false
+                }
+            })
+            .collect();
+        kept.push(keep);
+        for (owner, ds) in lost {
+            conflicts.push(Conflict {
+                listener: listener.to_string(),
+                kept: wanted[owner].0.clone(),
+                dropped: host.clone(),
+                reason: format!(
+                    "domains {ds:?} already belong to the kept virtual host (the first \
+                     by namespace/name); Envoy refuses a route configuration that repeats \
+                     a domain"
+                ),
+            });
+        }
+    }
+    kept
 }
 
 /// The domains of `p`'s virtual host for a caller in `caller_namespace`, each without and
