@@ -11,6 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use prometheus_client::metrics::counter::Counter;
 use prost::Message;
 
@@ -25,6 +26,10 @@ use crate::translate::route::{route_clusters, sidecar_routes};
 /// Distinct variants kept per model; beyond this a variant is built for its stream alone
 /// (bounded memory whatever the clients' metadata says).
 const MAX_VARIANTS: usize = 1024;
+
+/// Service ports from which a route variant's sidecar and proxyless halves are built on two
+/// threads (a thread costs more than the work below this).
+const PARALLEL_ROUTES: usize = 1000;
 
 /// How one proxy sees the config, from its node (fixed for the stream's life).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -240,12 +245,31 @@ impl Views {
                 (encoded.collect(), Vec::new())
             }
             Key::Routes(namespace) => {
-                let (mut routes, conflicts) = sidecar_routes(model, namespace.as_deref());
-                routes.extend(proxyless_routes(model));
-                let encoded = routes
-                    .iter()
-                    .map(|r| self.encode(ResourceType::Route, &r.name, r, route_clusters(r)));
-                (encoded.collect(), conflicts)
+                let encode = |routes: Vec<RouteConfiguration>| -> Vec<_> {
+                    let encode = |r: &RouteConfiguration| {
+                        self.encode(ResourceType::Route, &r.name, r, route_clusters(r))
+                    };
+                    routes.iter().map(encode).collect()
+                };
+                let sidecar = || {
+                    let (routes, conflicts) = sidecar_routes(model, namespace.as_deref());
+                    (encode(routes), conflicts)
+                };
+                let proxyless = || encode(proxyless_routes(model));
+                // Two independent halves of about the same size: on a large model (the first
+                // build's critical path) they are made on two cores.
+                let ((mut encoded, conflicts), more) = if model.ports.len() >= PARALLEL_ROUTES {
+                    std::thread::scope(|scope| {
+                        let more = scope.spawn(proxyless);
+                        let sidecar = sidecar();
+                        let more = more.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+                        (sidecar, more)
+                    })
+                } else {
+                    (sidecar(), proxyless())
+                };
+                encoded.extend(more);
+                (encoded.into_iter().collect(), conflicts)
             }
         };
         let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
