@@ -169,7 +169,8 @@ pub struct ServeArgs {
     pub max_first_request_bytes: usize,
 
     /// Bytes of partly received xDS requests buffered across all streams; a stream that needs
-    /// more ends with RESOURCE_EXHAUSTED.
+    /// more ends with RESOURCE_EXHAUSTED (after waiting up to 20 s for room once the revision
+    /// gate let it in).
     #[arg(long, env = "REVPLANE_REQUEST_BUFFER_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub request_buffer_bytes: usize,
 

@@ -111,9 +111,9 @@ fn env_or(name: &str, default: usize) -> usize {
 
 /// A Service with an HTTP and a gRPC port and one EndpointSlice of four ready endpoints.
 async fn apply_two_port_service(admin: &::kube::Client, ns: &str, name: &str, [a, b]: [usize; 2]) {
+    use ::kube::api::{Api, Patch, PatchParams};
     use k8s_openapi::api::core::v1::Service;
     use k8s_openapi::api::discovery::v1::EndpointSlice;
-    use ::kube::api::{Api, Patch, PatchParams};
     let apply = PatchParams::apply("revplane-tests").force();
     let ports = |http: u16| {
         serde_json::json!([
@@ -183,10 +183,13 @@ async fn connect_storm(server: &Revplane, proxies: usize) {
     let (_, metrics) = admin_get(server.admin, "/metrics").await;
     let ends: Vec<&str> = metrics
         .lines()
-        .filter(|l| l.starts_with("revplane_xds_stream_ends_total"))
+        .filter(|l| {
+            l.starts_with("revplane_xds_stream_ends_total")
+                || l.starts_with("revplane_xds_rejected_streams_total")
+        })
         .collect();
     println!(
-        "storm of {proxies} proxies: full config ACKed by {} (p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms); refused {}, failed {}; server peak RSS {:.1} MiB, CPU {:.1} s; stream ends: {ends:?}",
+        "storm of {proxies} proxies: full config ACKed by {} (p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms); refused {}, failed {}; server peak RSS {:.1} MiB, CPU {:.1} s; stream ends and refusals: {ends:?}",
         full["count"],
         full["p50_ms"].as_f64().unwrap_or(0.0),
         full["p99_ms"].as_f64().unwrap_or(0.0),

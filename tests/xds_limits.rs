@@ -200,6 +200,56 @@ async fn partly_received_requests_share_one_budget_and_streams_over_it_are_refus
     server.stop().await;
 }
 
+/// A proxy past the revision gate whose large request finds the budget full waits for room
+/// instead of being refused (a connect storm of 1 MB EDS subscriptions used to turn proxies
+/// away); it is served once the stream holding the budget goes.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admitted_proxy_waits_for_room_in_a_full_budget_instead_of_being_refused() {
+    let server = start_with("canary", |a| a.request_buffer_bytes = 256 * 1024).await;
+    let budget = server.xds_metrics.request_buffer_bytes.clone();
+    // A stream past the gate stalls inside a 200 KB request for 3 s: ~224 KiB of the budget.
+    let xds_addr = server.xds_addr;
+    let stalled = tokio::spawn(async move {
+        stall::run(&StallConfig {
+            xds_addr,
+            streams: 1,
+            connections: 1,
+            declared_bytes: 200_000,
+            revision: Some("canary".to_string()),
+            duration: Duration::from_secs(3),
+        })
+        .await
+    });
+    until(
+        "the stalled request holds the budget",
+        Duration::from_secs(2),
+        || budget.get() > 200 * 1024,
+    )
+    .await;
+    let mut proxy = AdsClient::open(&server, first_cds("sidecar~10.0.0.9~w.shop~shop", "canary"))
+        .await
+        .unwrap();
+    let cds = proxy.recv().await.unwrap();
+    proxy.ack(&cds, &[]).await;
+    let mut subscribe = common::names(&cds);
+    subscribe.extend((0..3_000).map(|i| format!("outbound|80||svc-{i}.shop.svc.cluster.local")));
+    let sent = Instant::now();
+    proxy.send(request(EDS, &subscribe, "", "")).await;
+    let eds = proxy
+        .recv()
+        .await
+        .expect("served after a wait, not refused");
+    assert_eq!(eds.type_url, EDS);
+    assert!(
+        sent.elapsed() > Duration::from_secs(1),
+        "answered after {:?}: the budget was never full",
+        sent.elapsed()
+    );
+    assert_eq!(server.xds_metrics.rejected_count("request_buffer_full"), 0);
+    stalled.await.unwrap().unwrap();
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn clients_that_leave_while_queued_for_admission_give_their_places_back() {
     let server = start_with("canary", |a| {

@@ -122,6 +122,13 @@ fn requests(
                 match decoder.next_request() {
                     Ok(Some(request)) => return Some((Ok(request), (body, decoder, false))),
                     Ok(None) => {}
+                    // The budget for partly received requests is full: wait for room (not
+                    // reading, so flow control holds the client), then take the chunk again.
+                    Err(RequestError::BufferFull { wanted, .. })
+                        if decoder.wait_for_room(wanted).await =>
+                    {
+                        continue
+                    }
                     Err(e) => return Some((Err(e), (body, decoder, true))),
                 }
                 match body.frame().await {

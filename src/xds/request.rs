@@ -3,9 +3,10 @@
 //!
 //! A message that arrives whole in one chunk (nearly every request) is decoded straight from
 //! that chunk: no copy and no budget. Only a message split across chunks is assembled in a
-//! buffer of its own, and that buffer's capacity is charged to the [`RequestBudget`] (one
-//! atomic counter shared by every stream) *before* it is allocated (while it grows, the old
-//! and the new buffer both); a stream that cannot get budget ends with `RESOURCE_EXHAUSTED`. A stream's first message has a much lower limit than
+//! buffer of its own, and that buffer's capacity is charged to the [`RequestBudget`] (shared
+//! by every stream) *before* it is allocated (while it grows, the old and the new buffer
+//! both); a stream that finds the budget full ends with `RESOURCE_EXHAUSTED`, after a
+//! bounded wait for room if the revision gate let it in. A stream's first message has a much lower limit than
 //! the rest: it arrives before the revision gate, from anyone, and a real first request (a
 //! node and a first subscription) is a few KiB. So a client that sends a large length prefix
 //! and most of the body, then stalls, pins at most the first-request limit per stream and the
@@ -14,9 +15,12 @@
 mod message;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::Semaphore;
 use tonic::Status;
 
 pub use message::{Malformed, Request};
@@ -34,19 +38,37 @@ const MIN_ASSEMBLY: usize = 16 * 1024;
 /// request, grow by doubling as their bytes arrive, so memory follows what the client sent.
 const WHOLE_AT_ONCE: usize = 256 * 1024;
 
-/// Bytes of partly received requests, across all streams: an atomic counter that is also the
-/// `revplane_xds_request_buffer_bytes` gauge.
+/// Bytes of partly received requests, across all streams: a semaphore of free bytes, whose
+/// use is also the `revplane_xds_request_buffer_bytes` gauge.
+///
+/// A stream past the revision gate that finds it full may wait for room
+/// ([`RequestBudget::wait_for`]) while what all waiting streams want is within the budget
+/// too, for at most [`BUDGET_WAIT`]; it does not read its body meanwhile, so HTTP/2 flow
+/// control holds its client back (what a waiting stream's client can send unread is bounded
+/// by the connection's window, 1 MiB). Past either bound, and at once for a stream's first
+/// request (anyone's, before the gate), it is refused as before: a connect storm of large
+/// requests (thousands of proxies sending 1 MB EDS subscriptions together) is slowed down
+/// rather than turned away, and a flood of stalled first requests still pins no more than
+/// the budget.
 #[derive(Clone, Debug)]
 pub struct RequestBudget {
     limit: u64,
+    room: Arc<Semaphore>,
+    /// Bytes streams are waiting for now.
+    waiting: Arc<AtomicU64>,
     in_use: Gauge<u64, AtomicU64>,
 }
+
+/// Longest a stream waits for room in a full budget before it is refused.
+pub const BUDGET_WAIT: Duration = Duration::from_secs(20);
 
 impl RequestBudget {
     /// A budget of `limit` bytes, counted in `in_use`.
     pub fn new(limit: usize, in_use: Gauge<u64, AtomicU64>) -> Self {
         RequestBudget {
             limit: limit as u64,
+            room: Arc::new(Semaphore::new(limit.min(Semaphore::MAX_PERMITS))),
+            waiting: Arc::new(AtomicU64::new(0)),
             in_use,
         }
     }
@@ -61,9 +83,50 @@ impl RequestBudget {
         Ok(charge)
     }
 
+    /// Waits until `bytes` are free and takes them, unless more than the budget is being
+    /// waited for already or the wait passes [`BUDGET_WAIT`] (then `None`: refuse the stream).
+    pub async fn wait_for(&self, bytes: u64) -> Option<Charge> {
+        let permits = u32::try_from(bytes).ok().filter(|_| bytes <= self.limit)?;
+        let limit = self.limit;
+        self.waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                w.checked_add(bytes).filter(|&total| total <= limit)
+            })
+            .ok()?;
+        let waited = tokio::time::timeout(BUDGET_WAIT, self.room.acquire_many(permits)).await;
+        self.waiting.fetch_sub(bytes, Ordering::AcqRel);
+        waited.ok()?.ok()?.forget();
+        self.in_use.inc_by(bytes);
+        Some(Charge {
+            budget: self.clone(),
+            bytes,
+        })
+    }
+
     /// Bytes taken now.
     pub fn in_use(&self) -> u64 {
         self.in_use.get()
+    }
+
+    fn try_take(&self, bytes: u64) -> bool {
+        let Ok(permits) = u32::try_from(bytes) else {
+            return false;
+        };
+        match self.room.try_acquire_many(permits) {
+            Ok(taken) => {
+                taken.forget();
+                self.in_use.inc_by(bytes);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn give_back(&self, bytes: u64) {
+        if bytes > 0 {
+            self.room.add_permits(bytes as usize);
+            self.in_use.dec_by(bytes);
+        }
     }
 }
 
@@ -77,37 +140,33 @@ pub struct Charge {
 impl Charge {
     /// Takes `bytes` more.
     pub fn grow(&mut self, bytes: usize) -> Result<(), RequestError> {
-        let (limit, bytes) = (self.budget.limit, bytes as u64);
-        self.budget
-            .in_use
-            .inner()
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(bytes).filter(|&total| total <= limit)
-            })
-            .map_err(|_| RequestError::BufferFull { budget: limit })?;
+        let bytes = bytes as u64;
+        if !self.budget.try_take(bytes) {
+            return Err(RequestError::BufferFull {
+                budget: self.budget.limit,
+                wanted: bytes,
+            });
+        }
         self.bytes += bytes;
         Ok(())
     }
-}
 
-impl Charge {
+    /// Takes over what `other` holds.
+    fn absorb(&mut self, mut other: Charge) {
+        self.bytes += std::mem::take(&mut other.bytes);
+    }
+
     /// Gives `bytes` back.
     fn shrink(&mut self, bytes: u64) {
         let bytes = bytes.min(self.bytes);
-        self.budget
-            .in_use
-            .inner()
-            .fetch_sub(bytes, Ordering::AcqRel);
+        self.budget.give_back(bytes);
         self.bytes -= bytes;
     }
 }
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        self.budget
-            .in_use
-            .inner()
-            .fetch_sub(self.bytes, Ordering::AcqRel);
+        self.budget.give_back(self.bytes);
     }
 }
 
@@ -147,6 +206,8 @@ pub enum RequestError {
     BufferFull {
         /// The budget.
         budget: u64,
+        /// Bytes the stream needed when it found the budget full.
+        wanted: u64,
     },
     /// The message is not a `DiscoveryRequest`.
     #[error("malformed DiscoveryRequest: {0}")]
@@ -216,6 +277,7 @@ impl RequestLimits {
             head: Bytes::new(),
             partial: BytesMut::new(),
             charge: None,
+            spare: None,
             limit: self.first.min(self.max),
             max: self.max,
             first: true,
@@ -234,6 +296,8 @@ pub struct RequestDecoder {
     partial: BytesMut,
     /// Budget held for `partial`'s capacity.
     charge: Option<Charge>,
+    /// Budget a wait got for the growth that found the budget full, used by the retry.
+    spare: Option<Charge>,
     /// Limit of the next message.
     limit: usize,
     max: usize,
@@ -256,11 +320,13 @@ impl RequestDecoder {
     }
 
     /// The next complete request, if one is buffered. After an error the decoder holds
-    /// nothing and the stream must end.
+    /// nothing and the stream must end, except [`RequestError::BufferFull`]: then nothing
+    /// was taken in, and the stream may [`Self::wait_for_room`] and ask again.
     pub fn next_request(&mut self) -> Result<Option<Request>, RequestError> {
         let message = match self.next_message() {
             Ok(Some(message)) => message,
             Ok(None) => return Ok(None),
+            Err(e @ RequestError::BufferFull { .. }) => return Err(e),
             Err(e) => {
                 self.clear();
                 return Err(e);
@@ -272,6 +338,18 @@ impl RequestDecoder {
             self.clear();
             RequestError::Malformed(e)
         })
+    }
+
+    /// After [`RequestError::BufferFull`] wanting `wanted` bytes: waits for them (see
+    /// [`RequestBudget::wait_for`]) and keeps them for the next [`Self::next_request`].
+    /// `false` when the stream must be refused instead, at once for a first request: it comes
+    /// from anyone, before the revision gate, and only a proxy the gate let in may wait.
+    pub async fn wait_for_room(&mut self, wanted: u64) -> bool {
+        if self.first {
+            return false;
+        }
+        self.spare = self.budget.wait_for(wanted).await;
+        self.spare.is_some()
     }
 
     /// Checks the body ended between messages.
@@ -313,8 +391,10 @@ impl RequestDecoder {
             let want = total.unwrap_or(PREFIX) - self.partial.len();
             let take = want.min(self.head.len());
             if take > 0 {
+                // Room first: when the budget is full nothing has moved yet, so the same call
+                // can be made again after a wait.
+                self.reserve(take, total)?;
                 let piece = self.head.split_to(take);
-                self.reserve(piece.len(), total)?;
                 self.partial.extend_from_slice(&piece);
             }
             self.release_head();
@@ -375,12 +455,19 @@ impl RequestDecoder {
             .max(needed),
         );
         // While the content moves, the old and the new buffer both exist: both are charged.
-        let charge = match &mut self.charge {
-            Some(charge) => {
+        let spare = self.spare.take().filter(|s| s.bytes >= target as u64);
+        let charge = match (&mut self.charge, spare) {
+            // What a wait got for exactly this growth.
+            (Some(charge), Some(spare)) => {
+                charge.absorb(spare);
+                charge
+            }
+            (None, Some(spare)) => self.charge.insert(spare),
+            (Some(charge), None) => {
                 charge.grow(target)?;
                 charge
             }
-            None => self.charge.insert(self.budget.charge(target)?),
+            (None, None) => self.charge.insert(self.budget.charge(target)?),
         };
         let old = charge.bytes - target as u64;
         let mut grown = BytesMut::with_capacity(target);
@@ -401,6 +488,7 @@ impl RequestDecoder {
         self.head = Bytes::new();
         self.partial = BytesMut::new();
         self.charge = None;
+        self.spare = None;
     }
 }
 

@@ -161,7 +161,13 @@ fn partly_received_messages_share_one_budget_and_the_stream_over_it_is_refused()
     third.push(partial(40_000, 39_000));
     let err = third.next_request().unwrap_err();
     assert!(
-        matches!(err, RequestError::BufferFull { budget: 102_400 }),
+        matches!(
+            err,
+            RequestError::BufferFull {
+                budget: 102_400,
+                ..
+            }
+        ),
         "{err}"
     );
     assert_eq!(err.to_status().code(), tonic::Code::ResourceExhausted);
@@ -179,6 +185,87 @@ fn partly_received_messages_share_one_budget_and_the_stream_over_it_is_refused()
     assert!(fourth.next_request().unwrap().map(full).is_none());
     drop((stalled, fourth));
     assert_eq!(limits.budget.in_use(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_that_finds_the_budget_full_waits_for_room_and_then_goes_on() {
+    let limits = limits(64 * 1024, 64 * 1024, 100 * 1024);
+    // Streams past their first request (the gate): a stream's first request never waits.
+    let request = framed(&named("later", 4000));
+    assert!(request.len() > 40_000 && request.len() < 64 * 1024);
+    let past_the_gate = || {
+        let mut decoder = limits.decoder();
+        decoder.push(framed(&named("first", 1)));
+        decoder.next_request().unwrap().unwrap();
+        decoder
+    };
+    let mut first = limits.decoder();
+    first.push(request.slice(..39_000));
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        let mut decoder = past_the_gate();
+        decoder.push(request.slice(..39_000));
+        assert!(decoder.next_request().unwrap().is_none());
+        holders.push(decoder);
+    }
+    let held = limits.budget.in_use();
+    let Err(RequestError::BufferFull { wanted, .. }) = first.next_request() else {
+        panic!("the budget is full");
+    };
+    assert!(
+        !first.wait_for_room(wanted).await,
+        "a first request is refused at once"
+    );
+    let mut third = past_the_gate();
+    third.push(request.slice(..39_000));
+    let Err(RequestError::BufferFull { wanted, .. }) = third.next_request() else {
+        panic!("the budget is full");
+    };
+    assert_eq!(limits.budget.in_use(), held, "nothing taken by the refusal");
+    // Waits while the budget is full...
+    let waiting = tokio::spawn(async move {
+        let got = third.wait_for_room(wanted).await;
+        (got, third)
+    });
+    tokio::time::sleep(BUDGET_WAIT / 2).await;
+    assert!(!waiting.is_finished(), "no room yet");
+    // ...and gets the room a finished stream gives back; then reads on where it stopped.
+    drop(holders.pop());
+    let (got, mut third) = waiting.await.unwrap();
+    assert!(got);
+    assert!(third.next_request().unwrap().is_none());
+    assert_eq!(third.partial.len(), 39_000, "the chunk it had stopped at");
+    drop(holders);
+    third.push(request.slice(39_000..));
+    assert_eq!(
+        full(third.next_request().unwrap().unwrap()).type_url,
+        "later"
+    );
+    drop((third, first));
+    assert_eq!(limits.budget.in_use(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wait_for_room_is_bounded_in_time_and_in_bytes() {
+    let limits = limits(64 * 1024, 64 * 1024, 100 * 1024);
+    let _held = limits.budget.charge(90 * 1024).unwrap();
+    // Bytes waited for are bounded by the budget: past it, refused at once.
+    let started = tokio::time::Instant::now();
+    assert!(limits.budget.wait_for(101 * 1024).await.is_none());
+    let first = tokio::spawn({
+        let budget = limits.budget.clone();
+        async move { budget.wait_for(60 * 1024).await.is_some() }
+    });
+    tokio::task::yield_now().await;
+    assert!(
+        limits.budget.wait_for(60 * 1024).await.is_none(),
+        "120 KiB would be waited for"
+    );
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    // In time: refused after BUDGET_WAIT.
+    assert!(!first.await.unwrap());
+    assert!(started.elapsed() >= BUDGET_WAIT);
+    assert_eq!(limits.budget.in_use(), 90 * 1024);
 }
 
 #[test]
