@@ -66,16 +66,20 @@ impl ResponseBodies {
     }
 }
 
-/// Identifies a set by its names and versions, in order (a 128-bit hash: collisions are not
-/// a practical concern, and the set itself is never stored).
+/// Identifies a set by its names and versions, in order (a 128-bit hash of the resources'
+/// own 64-bit keys: collisions are not a practical concern, and the set itself is never
+/// stored). Hashed in blocks: a set of 20,000 clusters is 160 KB to hash, not 80,000 small
+/// pieces (which cost a large cluster's connect storm a third of the server's CPU).
 fn set_key(kind: ResourceType, resources: &[Arc<Resource>]) -> u128 {
+    const PER_BLOCK: usize = 32;
     let mut hasher = Xxh3::new();
     hasher.update(&[kind as u8]);
-    for r in resources {
-        hasher.update(r.name.as_bytes());
-        hasher.update(&[0]);
-        hasher.update(r.version.as_bytes());
-        hasher.update(&[0]);
+    let mut block = [0u8; PER_BLOCK * 8];
+    for group in resources.chunks(PER_BLOCK) {
+        for (slot, r) in block.chunks_exact_mut(8).zip(group) {
+            slot.copy_from_slice(&r.key.to_le_bytes());
+        }
+        hasher.update(&block[..group.len() * 8]);
     }
     hasher.digest128()
 }

@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use prost::{encode_length_delimiter, length_delimiter_len, Message};
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use crate::mesh::MeshConfig;
 
@@ -103,6 +103,9 @@ pub struct Resource {
     /// Clusters this resource sends traffic to (listeners and routes; empty otherwise): a
     /// cluster is removed from a proxy only once nothing it holds refers to it.
     pub refs: Box<[Arc<str>]>,
+    /// A hash of name and version: what identifies the resource in a set of them, so a
+    /// response body's memo key hashes 8 bytes per resource, not its name and version.
+    pub(crate) key: u64,
 }
 
 /// Resources of one type by name (the key is the resource's own name, shared), ordered by
@@ -274,12 +277,14 @@ impl Resource {
         put_length(body.len(), &mut entry);
         let body_start = entry.len();
         entry.extend_from_slice(body);
+        let version = xxh3_64(body);
         Resource {
             name: Arc::from(name),
-            version: format!("{:016x}", xxh3_64(body)),
+            version: format!("{version:016x}"),
             body_start,
             entry: Bytes::from(entry),
             refs: Box::default(),
+            key: xxh3_64_with_seed(name.as_bytes(), version),
         }
     }
 
