@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::watch::{Hints, Watch};
 use super::{DirMetrics, DirOptions, DirSource, SETTLE};
-use crate::catalog::{CatalogEvent, Object};
+use crate::catalog::{content_hash, CatalogEvent};
 use crate::readiness::ReadyGuard;
 use crate::source::{SourceError, SourceStatus};
 
@@ -40,7 +40,9 @@ pub async fn run(
     let hints = Hints::default();
     let mut watch = Watch::new(root.clone(), hints.clone(), wake_tx);
     let mut source = DirSource::new(root, &options.revision, options.max_file_bytes);
-    let mut last_sent: Option<Vec<Object>> = None;
+    // What was sent last, as the content hash of its objects (a copy of 20,000 objects
+    // costs more than hashing them, and the catalog goes by content hashes anyway).
+    let mut last_sent: Option<u64> = None;
     let mut last_errors: Vec<SourceError> = Vec::new();
     loop {
         let hints = hints.clone();
@@ -87,9 +89,10 @@ pub async fn run(
         metrics.invalid.set(scan.errors.len() as i64);
         status.set_errors("dir", scan.errors.clone());
         last_errors = scan.errors;
-        if (scan.complete || last_sent.is_some()) && last_sent.as_ref() != Some(&scan.objects) {
+        let sending = content_hash(&scan.objects);
+        if (scan.complete || last_sent.is_some()) && last_sent != Some(sending) {
             let first = last_sent.is_none();
-            last_sent = Some(scan.objects.clone());
+            last_sent = Some(sending);
             if events
                 .send(CatalogEvent::Reset(scan.objects))
                 .await
