@@ -13,6 +13,7 @@ use std::time::{Instant, SystemTime};
 pub use names::Names;
 
 use crate::echo::bounded;
+use crate::snapshot::selections::Selected;
 use crate::snapshot::views::View;
 use crate::snapshot::{Resource, ResourceType, Resources, Snapshot};
 
@@ -123,8 +124,8 @@ pub struct Response {
     pub version: String,
     /// `nonce`.
     pub nonce: String,
-    /// Resources to include.
-    pub resources: Vec<Arc<Resource>>,
+    /// Resources to include (shared by every stream sending the same whole set or list).
+    pub resources: Selected,
 }
 
 /// All xDS state of one stream.
@@ -279,13 +280,13 @@ impl StreamState {
         let unsent = std::mem::take(&mut ts.unsent);
         // Every subscribed resource of the snapshot (not needed for an EDS push to a client
         // that holds assignments: that takes only what changed).
-        let wanted = || -> Vec<Arc<Resource>> {
+        let wanted = || -> Selected {
             if ts.wildcard {
-                resources.by_name.values().cloned().collect()
+                resources.all()
             } else if let Some(list) = ts.names.list() {
-                resources.select(list).to_vec()
+                resources.select(list)
             } else {
-                Vec::new()
+                Selected::from([])
             }
         };
         // What the client holds: what it was last sent (`held`), and clusters kept for it.
@@ -300,9 +301,9 @@ impl StreamState {
                 || holds(&r.name).is_none_or(|h| !Arc::ptr_eq(h, r) && h.version != r.version)
         };
         let mut rewarming: Vec<Arc<str>> = Vec::new();
-        let send: Option<Vec<Arc<Resource>>> = 'send: {
+        let send: Option<Selected> = 'send: {
             if kind.is_full_state() {
-                let mut wanted = wanted();
+                let wanted = wanted();
                 let held_count = match &held {
                     None => 0,
                     Some(h) if ts.wildcard => h.by_name.len() + kept_before.len(),
@@ -324,13 +325,15 @@ impl StreamState {
                         .map(|r| r.name.clone())
                         .collect();
                 }
-                if !retained.is_empty() {
-                    wanted.extend(retained.iter().cloned());
-                    wanted.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+                if retained.is_empty() {
+                    break 'send Some(wanted);
                 }
-                Some(wanted)
+                let mut with_retained = wanted.to_vec();
+                with_retained.extend(retained.iter().cloned());
+                with_retained.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+                Some(with_retained.into())
             } else {
-                let send: Vec<Arc<Resource>> = match &held {
+                let send: Selected = match &held {
                     // What changed since the set the client holds (shared by every stream
                     // holding it), filtered by this subscription, plus names subscribed since.
                     Some(held) => {
@@ -344,7 +347,7 @@ impl StreamState {
                         let again = unsent.iter().filter(|n| subscribed(n));
                         send.extend(again.filter_map(|n| resources.by_name.get(&**n).cloned()));
                         send.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-                        send
+                        send.into()
                     }
                     None => wanted(),
                 };
