@@ -32,12 +32,6 @@ const PREFIX: usize = 5;
 /// most 16 KiB by default, so a split message usually needs this much at once).
 const MIN_ASSEMBLY: usize = 16 * 1024;
 
-/// A later request up to this size is assembled in one buffer of its full size, taken from
-/// the budget at once (an EDS ACK naming 1,000 assignments is ~60 KB, four DATA frames: one
-/// allocation instead of three and no copies between them). Larger ones, and every first
-/// request, grow by doubling as their bytes arrive, so memory follows what the client sent.
-const WHOLE_AT_ONCE: usize = 256 * 1024;
-
 /// Bytes of partly received requests, across all streams: a semaphore of free bytes, whose
 /// use is also the `revplane_xds_request_buffer_bytes` gauge.
 ///
@@ -65,9 +59,10 @@ pub const BUDGET_WAIT: Duration = Duration::from_secs(20);
 impl RequestBudget {
     /// A budget of `limit` bytes, counted in `in_use`.
     pub fn new(limit: usize, in_use: Gauge<u64, AtomicU64>) -> Self {
+        let limit = limit.min(Semaphore::MAX_PERMITS);
         RequestBudget {
             limit: limit as u64,
-            room: Arc::new(Semaphore::new(limit.min(Semaphore::MAX_PERMITS))),
+            room: Arc::new(Semaphore::new(limit)),
             waiting: Arc::new(AtomicU64::new(0)),
             in_use,
         }
@@ -93,8 +88,13 @@ impl RequestBudget {
                 w.checked_add(bytes).filter(|&total| total <= limit)
             })
             .ok()?;
+        // Counted as waited for until this returns or is dropped (its stream went away).
+        let queued = Queued {
+            waiting: &self.waiting,
+            bytes,
+        };
         let waited = tokio::time::timeout(BUDGET_WAIT, self.room.acquire_many(permits)).await;
-        self.waiting.fetch_sub(bytes, Ordering::AcqRel);
+        drop(queued);
         waited.ok()?.ok()?.forget();
         self.in_use.inc_by(bytes);
         Some(Charge {
@@ -127,6 +127,18 @@ impl RequestBudget {
             self.room.add_permits(bytes as usize);
             self.in_use.dec_by(bytes);
         }
+    }
+}
+
+/// Bytes a stream waits for, counted in [`RequestBudget::waiting`] while it lives.
+struct Queued<'a> {
+    waiting: &'a AtomicU64,
+    bytes: u64,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.waiting.fetch_sub(self.bytes, Ordering::AcqRel);
     }
 }
 
@@ -320,8 +332,9 @@ impl RequestDecoder {
     }
 
     /// The next complete request, if one is buffered. After an error the decoder holds
-    /// nothing and the stream must end, except [`RequestError::BufferFull`]: then nothing
-    /// was taken in, and the stream may [`Self::wait_for_room`] and ask again.
+    /// nothing and the stream must end, except [`RequestError::BufferFull`]: then the decoder
+    /// is as it was before the growth that did not fit, and the stream may
+    /// [`Self::wait_for_room`] and ask again.
     pub fn next_request(&mut self) -> Result<Option<Request>, RequestError> {
         let message = match self.next_message() {
             Ok(Some(message)) => message,
@@ -345,11 +358,19 @@ impl RequestDecoder {
     /// `false` when the stream must be refused instead, at once for a first request: it comes
     /// from anyone, before the revision gate, and only a proxy the gate let in may wait.
     pub async fn wait_for_room(&mut self, wanted: u64) -> bool {
-        if self.first {
+        // What this stream holds stays held while it waits: a growth the whole budget could
+        // not hold beside it would wait in vain (and take every freed byte meanwhile).
+        let held = self.charge.as_ref().map_or(0, |c| c.bytes);
+        let possible = held.saturating_add(wanted) <= self.budget.limit;
+        if !self.first && possible {
+            self.spare = self.budget.wait_for(wanted).await;
+        }
+        if self.spare.is_none() {
+            // Refused: give back what the stream held at once, not when it is dropped.
+            self.clear();
             return false;
         }
-        self.spare = self.budget.wait_for(wanted).await;
-        self.spare.is_some()
+        true
     }
 
     /// Checks the body ended between messages.
@@ -439,8 +460,14 @@ impl RequestDecoder {
         Ok(len)
     }
 
-    /// Room for `additional` more bytes in `partial`, charged before it is allocated; grows
-    /// by doubling, never past the message's `total` size once that is known.
+    /// Room for `additional` more bytes in `partial`, charged before it is allocated.
+    ///
+    /// A later request (its stream passed the revision gate) is given its whole declared size
+    /// at once: one allocation and no copies (an EDS ACK naming 1,000 assignments is ~60 KB,
+    /// four DATA frames), and a stream that has to wait for budget waits before it holds any
+    /// (waiting while holding part of the budget, streams could wait for each other until
+    /// the timeout). A first request, from anyone, grows by doubling as its bytes arrive,
+    /// never past its `total` once known, so memory follows what the client really sent.
     fn reserve(&mut self, additional: usize, total: Option<usize>) -> Result<(), RequestError> {
         let needed = self.partial.len() + additional;
         if needed <= self.partial.capacity() {
@@ -449,7 +476,8 @@ impl RequestDecoder {
         let target = allocation_size(
             match total {
                 None => PREFIX,
-                Some(total) if !self.first && total <= WHOLE_AT_ONCE => total,
+                // A later request: its whole size at once (see `reserve`).
+                Some(total) if !self.first => total,
                 Some(total) => (self.partial.capacity() * 2).max(MIN_ASSEMBLY).min(total),
             }
             .max(needed),

@@ -266,6 +266,76 @@ async fn a_wait_for_room_is_bounded_in_time_and_in_bytes() {
     assert!(!first.await.unwrap());
     assert!(started.elapsed() >= BUDGET_WAIT);
     assert_eq!(limits.budget.in_use(), 90 * 1024);
+
+    // A wait whose stream goes away gives its place in the queue back.
+    let gone = tokio::spawn({
+        let budget = limits.budget.clone();
+        async move { budget.wait_for(60 * 1024).await.is_some() }
+    });
+    tokio::task::yield_now().await;
+    gone.abort();
+    assert!(gone.await.unwrap_err().is_cancelled());
+    let again = tokio::time::Instant::now();
+    assert!(limits.budget.wait_for(60 * 1024).await.is_none());
+    assert!(
+        again.elapsed() >= BUDGET_WAIT,
+        "waited its turn, not refused at once as if the aborted wait still counted"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_later_request_takes_its_whole_size_before_any_wait_and_one_over_the_budget_is_refused_at_once(
+) {
+    let limits = limits(1 << 20, 2 << 20, 1 << 20);
+    let past_the_gate = || {
+        let mut decoder = limits.decoder();
+        decoder.push(framed(&named("first", 1)));
+        decoder.next_request().unwrap().unwrap();
+        decoder
+    };
+    // ~700 KB: charged whole at its first chunk, so it never grows (nor waits) while it
+    // holds part of the budget.
+    let large = framed(&named("later", 54_000));
+    assert!(large.len() > 600_000 && large.len() < 800_000);
+    let mut holder = past_the_gate();
+    holder.push(large.slice(..300_000));
+    assert!(holder.next_request().unwrap().is_none());
+    assert_eq!(
+        limits.budget.in_use(),
+        allocation_size(large.len() - 5) as u64
+    );
+    // Another one finds the budget full while it holds nothing.
+    let mut second = past_the_gate();
+    second.push(large.slice(..300_000));
+    let Err(RequestError::BufferFull { wanted, .. }) = second.next_request() else {
+        panic!("the budget is full");
+    };
+    assert_eq!(wanted, allocation_size(large.len() - 5) as u64);
+    drop(holder);
+    assert!(second.wait_for_room(wanted).await);
+    second.push(large.slice(300_000..));
+    assert_eq!(
+        full(second.next_request().unwrap().unwrap()).type_url,
+        "later"
+    );
+    drop(second);
+    // A request larger than the whole budget can never fit: refused without a wait.
+    let small = limits_budget(100 * 1024);
+    let mut decoder = small.decoder();
+    decoder.push(framed(&named("first", 1)));
+    decoder.next_request().unwrap().unwrap();
+    decoder.push(framed(&named("later", 12_000)).slice(..50_000));
+    let Err(RequestError::BufferFull { wanted, .. }) = decoder.next_request() else {
+        panic!("over the budget");
+    };
+    let started = tokio::time::Instant::now();
+    assert!(!decoder.wait_for_room(wanted).await);
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert_eq!(small.budget.in_use(), 0);
+}
+
+fn limits_budget(budget: usize) -> RequestLimits {
+    limits(1 << 20, 2 << 20, budget)
 }
 
 #[test]
