@@ -163,11 +163,6 @@ impl Charge {
         Ok(())
     }
 
-    /// Takes over what `other` holds.
-    fn absorb(&mut self, mut other: Charge) {
-        self.bytes += std::mem::take(&mut other.bytes);
-    }
-
     /// Gives `bytes` back.
     fn shrink(&mut self, bytes: u64) {
         let bytes = bytes.min(self.bytes);
@@ -358,11 +353,9 @@ impl RequestDecoder {
     /// `false` when the stream must be refused instead, at once for a first request: it comes
     /// from anyone, before the revision gate, and only a proxy the gate let in may wait.
     pub async fn wait_for_room(&mut self, wanted: u64) -> bool {
-        // What this stream holds stays held while it waits: a growth the whole budget could
-        // not hold beside it would wait in vain (and take every freed byte meanwhile).
-        let held = self.charge.as_ref().map_or(0, |c| c.bytes);
-        let possible = held.saturating_add(wanted) <= self.budget.limit;
-        if !self.first && possible {
+        // Only a later request waits, and only for its first (whole-size) charge, so it
+        // holds nothing meanwhile: no stream waits on budget another waiting stream holds.
+        if !self.first && self.charge.is_none() {
             self.spare = self.budget.wait_for(wanted).await;
         }
         if self.spare.is_none() {
@@ -485,13 +478,9 @@ impl RequestDecoder {
         // While the content moves, the old and the new buffer both exist: both are charged.
         let spare = self.spare.take().filter(|s| s.bytes >= target as u64);
         let charge = match (&mut self.charge, spare) {
-            // What a wait got for exactly this growth.
-            (Some(charge), Some(spare)) => {
-                charge.absorb(spare);
-                charge
-            }
+            // What a wait got for this (first) charge; a wait happens only while none is held.
             (None, Some(spare)) => self.charge.insert(spare),
-            (Some(charge), None) => {
+            (Some(charge), _) => {
                 charge.grow(target)?;
                 charge
             }
