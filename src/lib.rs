@@ -19,6 +19,7 @@ pub mod catalog;
 pub mod cli;
 pub mod ctl;
 pub mod echo;
+pub mod errors;
 pub mod inject;
 pub mod load;
 pub mod mesh;

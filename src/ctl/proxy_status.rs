@@ -161,14 +161,19 @@ async fn ask(
         format!("http://{address}")
     };
     let endpoint = Endpoint::from_shared(uri)
-        .map_err(|e| format!("not an address (want host:port): {}", chain(&e)))?
+        .map_err(|e| {
+            format!(
+                "not an address (want host:port): {}",
+                crate::errors::chain(&e)
+            )
+        })?
         .connect_timeout(timeout)
         .timeout(timeout);
     let asking = async {
         let channel = endpoint
             .connect()
             .await
-            .map_err(|e| format!("cannot connect: {}", chain(&e)))?;
+            .map_err(|e| format!("cannot connect: {}", crate::errors::chain(&e)))?;
         let mut client = ClientStatusDiscoveryServiceClient::new(channel)
             .max_decoding_message_size(MAX_ANSWER_BYTES);
         let request = ClientStatusRequest {
@@ -201,19 +206,4 @@ async fn ask(
                 humantime::format_duration(timeout)
             ))
         })
-}
-
-/// An error and its sources, as one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }

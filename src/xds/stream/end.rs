@@ -70,15 +70,8 @@ fn peer_closed(status: &Status) -> bool {
 
 /// The status's message and what caused it, for the log.
 fn error_chain(status: &Status) -> String {
-    let mut text = status.message().to_string();
-    let mut source = std::error::Error::source(status);
-    while let Some(e) = source {
-        let part = e.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = e.source();
-    }
-    text
+    crate::errors::with_causes(
+        status.message().to_string(),
+        std::error::Error::source(status),
+    )
 }
