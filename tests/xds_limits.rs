@@ -126,9 +126,7 @@ async fn connections_over_the_limit_are_closed_at_once_and_slots_come_back() {
 #[tokio::test]
 async fn a_first_request_over_its_limit_is_refused_and_later_requests_may_be_larger() {
     let server = start("canary", &example_mesh()).await;
-    let names: Vec<String> = (0..5_000)
-        .map(|i| format!("outbound|80||svc-{i}.shop.svc.cluster.local"))
-        .collect();
+    let names = unknown_clusters(5_000);
     let mut first = first_cds("sidecar~10.0.0.3~c.shop~shop", "canary");
     first.resource_names = names.clone();
     let refused = match AdsClient::open(&server, first).await {
@@ -142,17 +140,30 @@ async fn a_first_request_over_its_limit_is_refused_and_later_requests_may_be_lar
     );
     assert_eq!(server.xds_metrics.rejected_count("request_too_large"), 1);
 
-    let mut proxy = AdsClient::open(&server, first_cds("sidecar~10.0.0.4~d.shop~shop", "canary"))
+    let mut proxy = subscribed_to_eds(&server, "sidecar~10.0.0.4~d.shop~shop", names).await;
+    let eds = proxy.recv().await.expect("a large later request is served");
+    assert_eq!(eds.type_url, EDS);
+    server.stop().await;
+}
+
+/// `n` cluster names the example mesh does not have (~50 bytes each).
+fn unknown_clusters(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("outbound|80||svc-{i}.shop.svc.cluster.local"))
+        .collect()
+}
+
+/// A canary proxy that took its clusters and then asked for their assignments and `more`.
+async fn subscribed_to_eds(server: &Server, node: &str, more: Vec<String>) -> AdsClient {
+    let mut proxy = AdsClient::open(server, first_cds(node, "canary"))
         .await
         .unwrap();
     let cds = proxy.recv().await.unwrap();
     proxy.ack(&cds, &[]).await;
     let mut subscribe = common::names(&cds);
-    subscribe.extend(names);
+    subscribe.extend(more);
     proxy.send(request(EDS, &subscribe, "", "")).await;
-    let eds = proxy.recv().await.expect("a large later request is served");
-    assert_eq!(eds.type_url, EDS);
-    server.stop().await;
+    proxy
 }
 
 fn ended(report: &StallReport, code: &str) -> usize {
@@ -226,15 +237,9 @@ async fn an_admitted_proxy_waits_for_room_in_a_full_budget_instead_of_being_refu
         || budget.get() > 200 * 1024,
     )
     .await;
-    let mut proxy = AdsClient::open(&server, first_cds("sidecar~10.0.0.9~w.shop~shop", "canary"))
-        .await
-        .unwrap();
-    let cds = proxy.recv().await.unwrap();
-    proxy.ack(&cds, &[]).await;
-    let mut subscribe = common::names(&cds);
-    subscribe.extend((0..3_000).map(|i| format!("outbound|80||svc-{i}.shop.svc.cluster.local")));
     let sent = Instant::now();
-    proxy.send(request(EDS, &subscribe, "", "")).await;
+    let node = "sidecar~10.0.0.9~w.shop~shop";
+    let mut proxy = subscribed_to_eds(&server, node, unknown_clusters(3_000)).await;
     let eds = proxy
         .recv()
         .await
