@@ -61,6 +61,11 @@ async fn every_proxy_opens_gets_full_config_and_acks_every_version() {
     }
     // 25 × (CDS, initial EDS, LDS, RDS) + 25 EDS after the change.
     assert_eq!(report.responses, 125);
+    // The first request, with the node and its metadata, is the largest on a small mesh.
+    assert!(
+        (200..4096).contains(&report.largest_request_bytes),
+        "{report:?}"
+    );
     let table = report.to_table();
     assert!(
         table.contains("proxies 25   opened 25   refused 0"),
@@ -118,6 +123,12 @@ async fn refused_streams_are_counted_by_status_code() {
     assert_eq!(
         report.streams_refused.get("PermissionDenied"),
         Some(&12),
+        "{report:?}"
+    );
+    // Why, in the server's words: the gate's message names both revisions.
+    let why = &report.streams_refused_first_message["PermissionDenied"];
+    assert!(
+        why.contains("canary") && why.contains("stable"),
         "{report:?}"
     );
     assert!(report.versions.is_empty());

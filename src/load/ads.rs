@@ -1,11 +1,11 @@
 //! A simulated proxy's ADS stream, framed by hand over a tonic [`Channel`]: requests go out
 //! as encoded bytes (a shared name list is appended without a copy), and responses are
-//! decoded straight from the HTTP/2 body's chunks. A response split across chunks is put
-//! together in a buffer of its own size that is freed once it is decoded, so a proxy holds
-//! no buffer the size of its largest response between responses (tonic's `Streaming` keeps
-//! its read buffer at that capacity for the stream's life: megabytes per proxy on a large
-//! catalog).
+//! decoded straight from the HTTP/2 body's chunks, where they lie ([`Chunks`]), so a proxy
+//! holds no buffer the size of its largest response between responses (tonic's `Streaming`
+//! keeps its read buffer at that capacity for the stream's life: megabytes per proxy on a
+//! large catalog) and copies none into one while reading.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -20,6 +20,7 @@ use tonic::transport::Channel;
 use tonic::Status;
 use tower::Service;
 
+use super::chunks::Chunks;
 use super::names::NameList;
 use super::summary::ResponseSummary;
 
@@ -35,6 +36,8 @@ const MAX_RESPONSE: usize = 64 * 1024 * 1024;
 /// The request side of a stream.
 pub(super) struct Requests {
     frames: mpsc::Sender<Bytes>,
+    /// The largest request of the run so far (shared by its proxies).
+    largest: Arc<AtomicUsize>,
 }
 
 impl Requests {
@@ -47,6 +50,7 @@ impl Requests {
     ) -> Result<(), ()> {
         let shared = names.map_or(0, |n| n.encoded.len());
         let len = request.encoded_len() + shared;
+        self.largest.fetch_max(PREFIX + len, Ordering::Relaxed);
         let mut head = BytesMut::with_capacity(PREFIX + request.encoded_len());
         head.put_u8(0);
         head.put_u32(u32::try_from(len).map_err(|_| ())?);
@@ -70,9 +74,13 @@ pub(super) async fn open(
     mut channel: Channel,
     first: &DiscoveryRequest,
     first_names: Option<&Arc<NameList>>,
+    largest: Arc<AtomicUsize>,
 ) -> Result<(Requests, Responses), Status> {
     let (tx, rx) = mpsc::channel::<Bytes>(16);
-    let requests = Requests { frames: tx };
+    let requests = Requests {
+        frames: tx,
+        largest,
+    };
     requests
         .send(first, first_names)
         .await
@@ -110,8 +118,7 @@ pub(super) async fn open(
         requests,
         Responses {
             body: response.into_body(),
-            head: Bytes::new(),
-            partial: BytesMut::new(),
+            pending: Chunks::default(),
             ended: false,
         },
     ))
@@ -120,10 +127,8 @@ pub(super) async fn open(
 /// The response side of a stream.
 pub(super) struct Responses {
     body: Body,
-    /// The unread rest of the latest chunk.
-    head: Bytes,
-    /// A response begun in an earlier chunk (unallocated between responses).
-    partial: BytesMut,
+    /// Received and not yet read, as the chunks it came in.
+    pending: Chunks,
     ended: bool,
 }
 
@@ -143,7 +148,7 @@ impl Responses {
                 None => self.ended = true,
                 Some(Err(status)) => return Err(status),
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => self.push(data),
+                    Ok(data) => self.pending.push(data),
                     Err(frame) => {
                         self.ended = true;
                         let status = frame.trailers_ref().and_then(Status::from_header_map);
@@ -156,50 +161,22 @@ impl Responses {
         }
     }
 
-    fn push(&mut self, chunk: Bytes) {
-        if self.head.is_empty() {
-            self.head = chunk;
-        } else {
-            let mut joined = BytesMut::with_capacity(self.head.len() + chunk.len());
-            joined.put_slice(&self.head);
-            joined.put_slice(&chunk);
-            self.head = joined.freeze();
+    /// The next whole message received, without its prefix: the chunks it came in.
+    fn next_buffered(&mut self) -> Result<Option<Chunks>, Status> {
+        let Some(prefix) = self.pending.peek::<PREFIX>() else {
+            return self.incomplete();
+        };
+        let len = message_len(&prefix)?;
+        if self.pending.remaining() < PREFIX + len {
+            return self.incomplete();
         }
+        self.pending.advance(PREFIX);
+        Ok(Some(self.pending.split_to(len)))
     }
 
-    /// The next whole message buffered, without its prefix.
-    fn next_buffered(&mut self) -> Result<Option<Bytes>, Status> {
-        if self.partial.is_empty() && self.head.len() >= PREFIX {
-            let len = message_len(&self.head)?;
-            if self.head.len() >= PREFIX + len {
-                // Whole in the latest chunk: a slice of it, no copy.
-                let mut message = self.head.split_to(PREFIX + len);
-                message.advance(PREFIX);
-                return Ok(Some(message));
-            }
-        }
-        // Put the message together in a buffer of its own size.
-        while !self.head.is_empty() {
-            let want = if self.partial.len() < PREFIX {
-                PREFIX
-            } else {
-                PREFIX + message_len(&self.partial)?
-            };
-            if self.partial.len() == PREFIX && self.partial.capacity() < want {
-                self.partial.reserve(want - self.partial.len());
-            }
-            let take = (want - self.partial.len()).min(self.head.len());
-            self.partial.put_slice(&self.head[..take]);
-            self.head.advance(take);
-            if self.partial.len() >= PREFIX
-                && self.partial.len() == PREFIX + message_len(&self.partial)?
-            {
-                let mut message = std::mem::take(&mut self.partial).freeze();
-                message.advance(PREFIX);
-                return Ok(Some(message));
-            }
-        }
-        if self.ended && !self.partial.is_empty() {
+    /// No whole message is buffered: an error if none will come.
+    fn incomplete(&self) -> Result<Option<Chunks>, Status> {
+        if self.ended && self.pending.has_remaining() {
             return Err(Status::internal("the stream ended inside a response"));
         }
         Ok(None)

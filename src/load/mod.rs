@@ -13,6 +13,7 @@
 //! [`stall`] is the other mode (`--stall-bytes`): streams that pin memory instead of behaving.
 
 mod ads;
+mod chunks;
 mod names;
 mod proxy;
 pub mod report;
@@ -21,6 +22,8 @@ mod summary;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
@@ -85,9 +88,11 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         Duration::ZERO
     };
     let lists = names::NameLists::default();
+    let largest_request = Arc::new(AtomicUsize::new(0));
     for i in 0..config.proxies {
         let channel = (!shared.is_empty()).then(|| shared[i % shared.len()].clone());
         let (config, tx, stop, lists) = (config.clone(), tx.clone(), stop.clone(), lists.clone());
+        let largest_request = largest_request.clone();
         tokio::spawn(async move {
             tokio::time::sleep(step * i as u32).await;
             let run = proxy::Run {
@@ -95,6 +100,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
                 events: &tx,
                 stop: &stop,
                 lists: &lists,
+                largest_request: &largest_request,
             };
             proxy::proxy(i, channel, run).await;
         });
@@ -104,6 +110,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
     let mut opened = 0;
     let mut refused: BTreeMap<String, usize> = BTreeMap::new();
     let mut failed: BTreeMap<String, usize> = BTreeMap::new();
+    let mut first_messages: BTreeMap<String, String> = BTreeMap::new();
     let mut full = Vec::new();
     let mut acks: HashMap<(String, String), Vec<SystemTime>> = HashMap::new();
     let mut order: Vec<(String, String)> = Vec::new();
@@ -117,7 +124,10 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
             observation = rx.recv() => match observation {
                 None => break,
                 Some(Observation::Opened) => opened += 1,
-                Some(Observation::Ended(code)) => *refused.entry(code).or_default() += 1,
+                Some(Observation::Ended(code, message)) => {
+                    first_messages.entry(code.clone()).or_insert(message);
+                    *refused.entry(code).or_default() += 1;
+                }
                 Some(Observation::Failed(why)) => *failed.entry(why).or_default() += 1,
                 Some(Observation::FullConfig(d)) => full.push(d),
                 Some(Observation::Response) => responses += 1,
@@ -145,6 +155,8 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         proxies: config.proxies,
         streams_opened: opened,
         streams_refused: refused,
+        streams_refused_first_message: first_messages,
+        largest_request_bytes: largest_request.load(Ordering::Relaxed),
         streams_failed: failed,
         first_full_config: Spread::of(&full),
         versions,

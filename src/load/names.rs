@@ -36,9 +36,12 @@ impl NameList {
         }
     }
 
-    /// Where `name` is in the list.
-    pub fn index(&self, name: &str) -> Option<usize> {
-        self.names.binary_search_by(|n| n.as_str().cmp(name)).ok()
+    /// Where `name` is in the list, looked for at `hint` first.
+    pub fn index(&self, name: &[u8], hint: usize) -> Option<usize> {
+        if self.names.get(hint).is_some_and(|n| n.as_bytes() == name) {
+            return Some(hint);
+        }
+        self.names.binary_search_by(|n| n.as_bytes().cmp(name)).ok()
     }
 }
 
@@ -74,14 +77,19 @@ impl NameLists {
 pub(super) struct Answered {
     bits: Vec<u64>,
     count: usize,
+    /// Where the name after the last one marked is: a response names its resources in the
+    /// order they were asked for, so the next name is usually there (one comparison instead
+    /// of a search of 20,000 names on a large catalog).
+    next: usize,
 }
 
 impl Answered {
     /// Marks `name` answered if `list` holds it.
-    pub fn mark(&mut self, list: &NameList, name: &str) {
-        let Some(i) = list.index(name) else {
+    pub fn mark(&mut self, list: &NameList, name: &[u8]) {
+        let Some(i) = list.index(name, self.next) else {
             return;
         };
+        self.next = i + 1;
         if self.bits.len() * 64 < list.names.len() {
             self.bits.resize(list.names.len().div_ceil(64), 0);
         }
@@ -101,7 +109,7 @@ impl Answered {
                 let i = word * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
                 if let Some(name) = from.names.get(i) {
-                    out.mark(to, name);
+                    out.mark(to, name.as_bytes());
                 }
             }
         }
@@ -153,13 +161,30 @@ mod tests {
         let old = lists.intern(old);
         let mut answered = Answered::default();
         for name in ["n000", "n064", "n064", "n099", "other"] {
-            answered.mark(&old, name);
+            answered.mark(&old, name.as_bytes());
         }
         assert!(!answered.all(&old));
         let new = lists.intern(names(&["n000", "n099", "n100"]));
         let mut carried = answered.carry_over(&old, &new);
         assert!(!carried.all(&new));
-        carried.mark(&new, "n100");
+        carried.mark(&new, b"n100");
         assert!(carried.all(&new));
+    }
+
+    #[test]
+    fn names_are_found_in_order_out_of_order_and_not_at_all() {
+        let lists = NameLists::default();
+        let list = lists.intern((0..10).map(|i| format!("n{i}")).collect());
+        let mut answered = Answered::default();
+        // In order (found at the hint), then back, repeated, unknown, and on from there.
+        for name in ["n0", "n1", "n2", "n7", "n3", "n3", "x", "n4", "n5", "n6"] {
+            answered.mark(&list, name.as_bytes());
+        }
+        assert_eq!(answered.count, 8);
+        assert!(!answered.all(&list));
+        for name in ["n8", "n9", "n9"] {
+            answered.mark(&list, name.as_bytes());
+        }
+        assert!(answered.all(&list));
     }
 }

@@ -2,6 +2,8 @@
 //! on schedule when asked to.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -13,14 +15,15 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::ads;
 use super::names::NameLists;
-use super::summary::{assignment_names, route_names, ResponseSummary, Subscription};
+use super::summary::{assignment_names, route_names, AnySummary, ResponseSummary, Subscription};
 use super::LoadConfig;
 use crate::snapshot::ResourceType;
 
 /// What a simulated proxy reports to the run.
 pub(super) enum Observation {
     Opened,
-    Ended(String),
+    /// The stream ended: its gRPC status code's name, and the status message.
+    Ended(String, String),
     Failed(String),
     FullConfig(Duration),
     Ack {
@@ -30,6 +33,10 @@ pub(super) enum Observation {
     },
     Response,
     Reconnected,
+}
+
+fn ended(status: &tonic::Status) -> Observation {
+    Observation::Ended(format!("{:?}", status.code()), status.message().to_string())
 }
 
 pub(super) fn endpoint(addr: SocketAddr) -> Endpoint {
@@ -70,6 +77,8 @@ pub(super) struct Run<'a> {
     pub events: &'a mpsc::UnboundedSender<Observation>,
     pub stop: &'a CancellationToken,
     pub lists: &'a NameLists,
+    /// The largest request any proxy sent, in bytes on the wire.
+    pub largest_request: &'a Arc<AtomicUsize>,
 }
 
 /// How a session (one ADS stream) ended.
@@ -117,6 +126,7 @@ async fn session(
         events,
         stop,
         lists,
+        largest_request,
     } = run;
     let started = Instant::now();
     let channel = match channel {
@@ -143,13 +153,13 @@ async fn session(
         ..Default::default()
     };
     let (requests, mut responses) = match stop
-        .run_until_cancelled(ads::open(channel, &first, None))
+        .run_until_cancelled(ads::open(channel, &first, None, largest_request.clone()))
         .await
     {
         None => return SessionEnd::Over,
         Some(Ok(opened)) => opened,
         Some(Err(status)) => {
-            let _ = events.send(Observation::Ended(format!("{:?}", status.code())));
+            let _ = events.send(ended(&status));
             return SessionEnd::Over;
         }
     };
@@ -176,11 +186,14 @@ async fn session(
         let mut response: ResponseSummary = match message {
             Ok(Some(r)) => r,
             Ok(None) => {
-                let _ = events.send(Observation::Ended("closed without status".to_string()));
+                let _ = events.send(Observation::Ended(
+                    "closed without status".to_string(),
+                    String::new(),
+                ));
                 return SessionEnd::Over;
             }
             Err(status) => {
-                let _ = events.send(Observation::Ended(format!("{:?}", status.code())));
+                let _ = events.send(ended(&status));
                 return SessionEnd::Over;
             }
         };
@@ -200,7 +213,13 @@ async fn session(
         } else {
             Vec::new()
         };
-        let names: Vec<String> = resources.iter().filter_map(|any| any.name()).collect();
+        // The names of an EDS or RDS response, marked answered before the ACK goes out.
+        let names = resources.iter().filter_map(AnySummary::name);
+        if response.type_url == eds {
+            endpoints.answered(&response, names);
+        } else if response.type_url == rds {
+            routes.answered(&response, names);
+        }
         drop(resources);
         let ack_names = if response.type_url == eds {
             Some(&endpoints.list)
@@ -246,8 +265,6 @@ async fn session(
                     return SessionEnd::Over;
                 }
             }
-        } else if response.type_url == eds {
-            endpoints.answered(&response, &names);
         } else if response.type_url == lds {
             have_lds = true;
             if let Some(subscribe) = routes.wants(route_names, rds, lists) {
@@ -255,8 +272,6 @@ async fn session(
                     return SessionEnd::Over;
                 }
             }
-        } else if response.type_url == rds {
-            routes.answered(&response, &names);
         }
         let listeners_done = !config.lds || (have_lds && routes.complete());
         if !full && have_cds && listeners_done && (!config.eds || endpoints.complete()) {

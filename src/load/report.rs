@@ -96,6 +96,11 @@ pub struct LoadReport {
     pub streams_opened: usize,
     /// Streams refused or ended, by gRPC status code name.
     pub streams_refused: BTreeMap<String, usize>,
+    /// The first such stream's status message, by code name.
+    pub streams_refused_first_message: BTreeMap<String, String>,
+    /// The largest request a proxy sent, in bytes on the wire (with its gRPC prefix): on
+    /// a catalog of many services, an EDS ACK naming every assignment.
+    pub largest_request_bytes: usize,
     /// Streams that ended for other reasons (connect failures, ...), by reason.
     pub streams_failed: BTreeMap<String, usize>,
     /// From stream start to a full config (CDS and the EDS of every cluster) ACKed.
@@ -126,7 +131,13 @@ impl LoadReport {
             self.duration_ms as f64 / 1000.0
         ));
         for (code, n) in &self.streams_refused {
-            out.push_str(&format!("  refused with {code}: {n}\n"));
+            out.push_str(&format!("  refused with {code}: {n}"));
+            match self.streams_refused_first_message.get(code) {
+                Some(message) if !message.is_empty() => {
+                    out.push_str(&format!(" (the first: {message})\n"))
+                }
+                _ => out.push('\n'),
+            }
         }
         for (why, n) in &self.streams_failed {
             out.push_str(&format!("  failed ({why}): {n}\n"));

@@ -31,17 +31,38 @@ pub(super) struct AnySummary {
 }
 
 impl AnySummary {
-    /// The resource's name: the first field of a Cluster, ClusterLoadAssignment, Listener
-    /// and RouteConfiguration alike.
-    pub fn name(&self) -> Option<String> {
-        NameOnly::decode(self.value.clone()).ok().map(|n| n.name)
+    /// The resource's name, read where it lies: field 1 of a Cluster,
+    /// ClusterLoadAssignment, Listener and RouteConfiguration alike. `None` when the value
+    /// has no such field or is malformed before it.
+    pub fn name(&self) -> Option<&[u8]> {
+        field_one(&self.value)
     }
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
-struct NameOnly {
-    #[prost(string, tag = "1")]
-    name: String,
+/// The bytes of the first length-delimited field numbered 1 in the encoded message `buf`,
+/// skipping the fields before it (encoders write fields in order, so it is usually first).
+fn field_one(mut buf: &[u8]) -> Option<&[u8]> {
+    use prost::encoding::decode_varint;
+    while !buf.is_empty() {
+        let key = decode_varint(&mut buf).ok()?;
+        match key & 7 {
+            0 => {
+                decode_varint(&mut buf).ok()?;
+            }
+            1 => buf = buf.get(8..)?,
+            2 => {
+                let len = usize::try_from(decode_varint(&mut buf).ok()?).ok()?;
+                let (value, rest) = buf.split_at_checked(len)?;
+                if key >> 3 == 1 {
+                    return Some(value);
+                }
+                buf = rest;
+            }
+            5 => buf = buf.get(4..)?,
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// A Cluster's name, discovery type and EDS service name.
@@ -194,8 +215,12 @@ impl Subscription {
         })
     }
 
-    /// Records a response to the subscription.
-    pub fn answered(&mut self, response: &ResponseSummary, names: &[String]) {
+    /// Records a response to the subscription, naming `names`.
+    pub fn answered<'a>(
+        &mut self,
+        response: &ResponseSummary,
+        names: impl Iterator<Item = &'a [u8]>,
+    ) {
         self.nonce.clone_from(&response.nonce);
         self.version.clone_from(&response.version_info);
         for name in names {
@@ -206,5 +231,60 @@ impl Subscription {
     /// Every subscribed name was answered.
     pub fn complete(&self) -> bool {
         self.answered.all(&self.list)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+    use prost::encoding::{encode_key, encode_varint, WireType};
+
+    fn any(value: Vec<u8>) -> AnySummary {
+        AnySummary {
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn a_resource_name_is_read_where_it_lies() {
+        let cluster = Cluster {
+            name: "outbound|80||a.ns.svc.cluster.local".into(),
+            alt_stat_name: "other".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            any(cluster.encode_to_vec()).name(),
+            Some(&b"outbound|80||a.ns.svc.cluster.local"[..])
+        );
+        let assignment = ClusterLoadAssignment {
+            cluster_name: "b".into(),
+            ..Default::default()
+        };
+        assert_eq!(any(assignment.encode_to_vec()).name(), Some(&b"b"[..]));
+    }
+
+    #[test]
+    fn fields_before_the_name_are_skipped_and_a_malformed_value_has_no_name() {
+        // A varint, a fixed64, a fixed32 and another length-delimited field, then the name.
+        let mut value = Vec::new();
+        encode_key(2, WireType::Varint, &mut value);
+        encode_varint(300, &mut value);
+        encode_key(3, WireType::SixtyFourBit, &mut value);
+        value.extend_from_slice(&[0; 8]);
+        encode_key(4, WireType::ThirtyTwoBit, &mut value);
+        value.extend_from_slice(&[0; 4]);
+        encode_key(5, WireType::LengthDelimited, &mut value);
+        encode_varint(2, &mut value);
+        value.extend_from_slice(b"xy");
+        encode_key(1, WireType::LengthDelimited, &mut value);
+        encode_varint(4, &mut value);
+        value.extend_from_slice(b"name");
+        assert_eq!(any(value.clone()).name(), Some(&b"name"[..]));
+        // Cut inside the name: its length runs past the end.
+        value.truncate(value.len() - 1);
+        assert_eq!(any(value).name(), None);
+        assert_eq!(any(Vec::new()).name(), None, "no field 1");
     }
 }
