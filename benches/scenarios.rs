@@ -119,7 +119,8 @@ fn storm_with(n: usize, name: &str, shape: Shape, secs: u64, server_args: &[&str
 
 fn fanout(n: usize, name: &str, shape: Shape) {
     // The floor first, on a quiet machine, for this run's comparison.
-    let floor_ms = floor::measure(n);
+    let floor = floor::measure(n, floor::ACK);
+    let floor_ms = floor.ms;
     let dir = tempdir();
     write_mesh(&dir, shape);
     // No quiet period: the figure is the push, not the debounce.
@@ -169,6 +170,20 @@ fn fanout(n: usize, name: &str, shape: Shape) {
         published_p99 / floor_ms,
         cpu * 1e6 / n as f64,
         synced.as_secs_f64(),
+    );
+    // The same floor with ACKs as long as this catalog's real ones (an EDS ACK names every
+    // subscribed assignment): what the kernel and a runtime cost for the bytes a SotW ACK
+    // moves, and a floor for the server's CPU per stream.
+    let ack = r["largest_request_bytes"].as_u64().unwrap_or(0) as usize;
+    let sized = floor::measure(n, ack.max(floor::ACK));
+    println!(
+        "  floor CPU {:.1} us per connection with {} B ACKs; with {ack} B ACKs (this catalog's): floor {:.0} ms ({:.1}x), CPU {:.1} us per connection ({:.1}x)",
+        floor.cpu_us_per_conn,
+        floor::ACK,
+        sized.ms,
+        published_p99 / sized.ms,
+        sized.cpu_us_per_conn,
+        cpu * 1e6 / n as f64 / sized.cpu_us_per_conn,
     );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,8 +1,9 @@
 //! The raw-TCP floor of a fan-out, measured on this machine in the same run as the figure it
 //! is compared with: a server process writes 300 bytes to each of `n` loopback connections
-//! (one task per connection, as revplane has one per stream) and reads 150 bytes back from
-//! each; the floor is the time from the first write to the last read. No HTTP/2, no protobuf:
-//! what moving a push and its ACK through the kernel and a tokio runtime costs at best.
+//! (one task per connection, as revplane has one per stream) and reads an ACK back from each
+//! (150 bytes, or as many as a real ACK has); the floor is the time from the first write to
+//! the last read, and the server process's CPU over it. No HTTP/2, no protobuf: what moving
+//! a push and its ACK through the kernel and a tokio runtime costs at best.
 //!
 //! The server side runs in a child process (the bench binary started again with
 //! `REVPLANE_BENCH_FLOOR_SERVE` set): one process may hold at most 20,000 open files, and both
@@ -15,23 +16,36 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PUSH: usize = 300;
-const ACK: usize = 150;
+/// The ACK of the floor the issue set the target against.
+pub const ACK: usize = 150;
 const SERVE_ENV: &str = "REVPLANE_BENCH_FLOOR_SERVE";
+
+/// One measurement of the floor.
+#[derive(Debug, Clone, Copy)]
+pub struct Floor {
+    /// From the first write to the last ACK read.
+    pub ms: f64,
+    /// The server process's CPU over that time, per connection.
+    pub cpu_us_per_conn: f64,
+}
 
 /// Call first in a bench's `main`: when this process was started as the floor's server, serve
 /// and exit.
 pub fn serve_if_asked() {
-    let Some(n) = std::env::var(SERVE_ENV).ok().and_then(|v| v.parse().ok()) else {
+    let Some((n, ack)) = std::env::var(SERVE_ENV).ok().and_then(|v| {
+        let (n, ack) = v.split_once(',')?;
+        Some((n.parse().ok()?, ack.parse().ok()?))
+    }) else {
         return;
     };
-    runtime().block_on(serve(n));
+    runtime().block_on(serve(n, ack));
     std::process::exit(0);
 }
 
-/// The floor for `n` connections, in milliseconds.
-pub fn measure(n: usize) -> f64 {
+/// The floor for `n` connections whose ACKs are `ack` bytes long.
+pub fn measure(n: usize, ack: usize) -> Floor {
     let mut server = Command::new(std::env::current_exe().expect("bench binary"))
-        .env(SERVE_ENV, n.to_string())
+        .env(SERVE_ENV, format!("{n},{ack}"))
         .stdout(Stdio::piped())
         .stdin(Stdio::piped())
         .spawn()
@@ -43,6 +57,7 @@ pub fn measure(n: usize) -> f64 {
         .expect("floor server port");
     // One runtime for the whole measurement: the client tasks live in it.
     let rt = runtime();
+    let ack_bytes: std::sync::Arc<[u8]> = vec![1u8; ack].into();
     let clients = rt.block_on(async move {
         let mut tasks = Vec::with_capacity(n);
         for _ in 0..n {
@@ -50,10 +65,11 @@ pub fn measure(n: usize) -> f64 {
                 .await
                 .expect("connect to the floor server");
             conn.set_nodelay(true).unwrap();
+            let ack_bytes = ack_bytes.clone();
             tasks.push(tokio::spawn(async move {
                 let mut push = [0u8; PUSH];
                 conn.read_exact(&mut push).await.ok()?;
-                conn.write_all(&[1u8; ACK]).await.ok()?;
+                conn.write_all(&ack_bytes).await.ok()?;
                 // Held open until the server has read every ACK and exits.
                 let _ = conn.read(&mut push).await;
                 Some(())
@@ -63,9 +79,16 @@ pub fn measure(n: usize) -> f64 {
     });
     // Every connection is open: go.
     server.stdin.take().unwrap().write_all(b"go\n").unwrap();
-    let ms: f64 = lines
+    let floor = lines
         .next()
-        .and_then(|l| l.ok()?.parse().ok())
+        .and_then(|l| {
+            let l = l.ok()?;
+            let (ms, cpu) = l.split_once(' ')?;
+            Some(Floor {
+                ms: ms.parse().ok()?,
+                cpu_us_per_conn: cpu.parse::<f64>().ok()? * 1e6 / n as f64,
+            })
+        })
         .expect("floor server result");
     let _ = server.wait();
     rt.block_on(async {
@@ -73,7 +96,7 @@ pub fn measure(n: usize) -> f64 {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
     });
-    ms
+    floor
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -84,7 +107,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-async fn serve(n: usize) {
+async fn serve(n: usize, ack: usize) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     println!("{}", listener.local_addr().unwrap().port());
     std::io::stdout().flush().unwrap();
@@ -101,14 +124,22 @@ async fn serve(n: usize) {
     })
     .await
     .unwrap();
+    let cpu0 = super::cpu_seconds_of(std::process::id());
     let start = Instant::now();
     let tasks: Vec<_> = conns
         .into_iter()
         .map(|mut conn| {
             tokio::spawn(async move {
                 conn.write_all(&[0u8; PUSH]).await.unwrap();
-                let mut ack = [0u8; ACK];
-                conn.read_exact(&mut ack).await.unwrap();
+                // Read as an HTTP/2 server does: into a buffer of at most a frame's size.
+                let mut buf = [0u8; 16 * 1024];
+                let mut left = ack;
+                while left > 0 {
+                    let want = left.min(buf.len());
+                    let got = conn.read(&mut buf[..want]).await.unwrap();
+                    assert!(got > 0, "the floor's client closed inside an ACK");
+                    left -= got;
+                }
                 conn
             })
         })
@@ -117,6 +148,8 @@ async fn serve(n: usize) {
     for task in tasks {
         held.push(task.await.unwrap());
     }
-    println!("{:.1}", start.elapsed().as_secs_f64() * 1000.0);
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    let cpu = super::cpu_seconds_of(std::process::id()) - cpu0;
+    println!("{ms:.1} {cpu:.2}");
     std::io::stdout().flush().unwrap();
 }
