@@ -5,6 +5,10 @@
 //! subscribers; all EDS subscribers after one assignment changed) gets a clone of the same
 //! `Bytes`, so a push to 10,000 streams copies the resource bytes once, not 10,000 times. The
 //! memo is bounded in bytes; a set that does not fit is built for its stream alone.
+//!
+//! Streams mostly send a shared list (a set's list of all its resources, or a memoized
+//! selection): a list seen before finds its body by identity, without hashing its resources'
+//! keys (on a 20,000-cluster catalog, 20,000 pointers chased per response).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 use xxhash_rust::xxh3::Xxh3;
 
+use super::selections::Selected;
 use super::{Resource, ResourceType};
 
 /// Bytes of bodies one snapshot keeps for sharing.
@@ -26,44 +31,66 @@ pub struct ResponseBodies {
 #[derive(Debug, Default)]
 struct Memo {
     by_set: HashMap<u128, Bytes>,
+    /// Bodies by the address of the shared list they were built for; the entry holds the
+    /// list, so the address cannot be reused while it is here.
+    by_list: HashMap<usize, (Selected, Bytes)>,
     bytes: usize,
 }
 
 impl ResponseBodies {
     /// The body for `resources` of type `kind`.
-    pub fn get(&self, kind: ResourceType, resources: &[Arc<Resource>]) -> Bytes {
-        match resources {
+    pub fn get(&self, kind: ResourceType, resources: &Selected) -> Bytes {
+        match &resources[..] {
             [] => Bytes::new(),
             [one] => one.entry.clone(),
             _ => {
-                let key = set_key(kind, resources);
-                let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(body) = memo.by_set.get(&key) {
+                let list = list_id(resources);
+                if let Some((_, body)) = self.lock().by_list.get(&list) {
                     return body.clone();
                 }
-                let body = concat(resources);
-                if memo.bytes + body.len() <= BUDGET {
-                    memo.bytes += body.len();
-                    memo.by_set.insert(key, body.clone());
+                let key = set_key(kind, resources);
+                let mut memo = self.lock();
+                let body = match memo.by_set.get(&key) {
+                    Some(body) => body.clone(),
+                    None => {
+                        let body = concat(resources);
+                        if memo.bytes + body.len() > BUDGET {
+                            return body;
+                        }
+                        memo.bytes += body.len();
+                        memo.by_set.insert(key, body.clone());
+                        body
+                    }
+                };
+                // The list's pointers count against the budget while the memo holds it.
+                let pinned = std::mem::size_of_val(&resources[..]);
+                if memo.bytes + pinned <= BUDGET {
+                    memo.bytes += pinned;
+                    memo.by_list.insert(list, (resources.clone(), body.clone()));
                 }
                 body
             }
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Memo> {
+        self.memo.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Bodies held (for tests and debugging).
     pub fn len(&self) -> usize {
-        self.memo
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .by_set
-            .len()
+        self.lock().by_set.len()
     }
 
     /// Whether no body is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// A shared list's identity: its address.
+fn list_id(list: &Selected) -> usize {
+    Arc::as_ptr(list).cast::<()>() as usize
 }
 
 /// Identifies a set by its names and versions, in order: a 128-bit hash of the resources'
@@ -102,14 +129,22 @@ mod tests {
         Arc::new(Resource::new(ResourceType::Cluster, name, body))
     }
 
+    fn list(resources: &[Arc<Resource>]) -> Selected {
+        resources.iter().cloned().collect()
+    }
+
     #[test]
     fn the_same_set_shares_one_body_and_decodes_in_order() {
         let bodies = ResponseBodies::default();
-        let set = vec![resource("a", b"1"), resource("b", b"22")];
+        let set = list(&[resource("a", b"1"), resource("b", b"22")]);
         let first = bodies.get(ResourceType::Cluster, &set);
         let second = bodies.get(ResourceType::Cluster, &set.clone());
         assert_eq!(first.as_ptr(), second.as_ptr(), "one allocation, shared");
+        // An equal set in another list finds the same body by its resources.
+        let third = bodies.get(ResourceType::Cluster, &list(&set));
+        assert_eq!(first.as_ptr(), third.as_ptr());
         assert_eq!(bodies.len(), 1);
+        assert_eq!(bodies.lock().by_list.len(), 2, "each list remembered");
         let decoded = DiscoveryResponse::decode(first).unwrap();
         let values: Vec<&[u8]> = decoded.resources.iter().map(|a| &a.value[..]).collect();
         assert_eq!(values, [&b"1"[..], &b"22"[..]]);
@@ -120,15 +155,15 @@ mod tests {
         let bodies = ResponseBodies::default();
         let a = bodies.get(
             ResourceType::Cluster,
-            &[resource("a", b"1"), resource("b", b"2")],
+            &list(&[resource("a", b"1"), resource("b", b"2")]),
         );
         let b = bodies.get(
             ResourceType::Cluster,
-            &[resource("a", b"1"), resource("b", b"3")],
+            &list(&[resource("a", b"1"), resource("b", b"3")]),
         );
         let c = bodies.get(
             ResourceType::Cluster,
-            &[resource("b", b"2"), resource("a", b"1")],
+            &list(&[resource("b", b"2"), resource("a", b"1")]),
         );
         assert_ne!(a, b);
         assert_ne!(a, c);
@@ -141,7 +176,7 @@ mod tests {
         let r = resource("a", b"1");
         assert_eq!(
             bodies
-                .get(ResourceType::Cluster, std::slice::from_ref(&r))
+                .get(ResourceType::Cluster, &list(std::slice::from_ref(&r)))
                 .as_ptr(),
             r.entry.as_ptr()
         );

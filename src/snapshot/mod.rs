@@ -359,7 +359,7 @@ impl Snapshot {
 
     /// The body of a response holding exactly `resources` of type `kind`: their entries
     /// concatenated, built once per snapshot and set and shared by every stream sending it.
-    pub fn response_body(&self, kind: ResourceType, resources: &[Arc<Resource>]) -> Bytes {
+    pub fn response_body(&self, kind: ResourceType, resources: &selections::Selected) -> Bytes {
         self.bodies.get(kind, resources)
     }
 
