@@ -176,14 +176,18 @@ fn fanout(n: usize, name: &str, shape: Shape) {
     // moves, and a floor for the server's CPU per stream.
     let ack = r["largest_request_bytes"].as_u64().unwrap_or(0) as usize;
     let sized = floor::measure(n, ack.max(floor::ACK));
+    // CPU is read in 10 ms ticks: a small run (the smoke's 20 streams) may read none.
+    let cpu_ratio = match sized.cpu_us_per_conn {
+        c if c > 0.0 => format!("{:.1}x", cpu * 1e6 / n as f64 / c),
+        _ => "too small to read".to_string(),
+    };
     println!(
-        "  floor CPU {:.1} us per connection with {} B ACKs; with {ack} B ACKs (this catalog's): floor {:.0} ms ({:.1}x), CPU {:.1} us per connection ({:.1}x)",
+        "  floor CPU {:.1} us per connection with {} B ACKs; with {ack} B ACKs (this catalog's): floor {:.0} ms ({:.1}x), CPU {:.1} us per connection ({cpu_ratio})",
         floor.cpu_us_per_conn,
         floor::ACK,
         sized.ms,
         published_p99 / sized.ms,
         sized.cpu_us_per_conn,
-        cpu * 1e6 / n as f64 / sized.cpu_us_per_conn,
     );
     let _ = std::fs::remove_dir_all(dir);
 }
