@@ -10,6 +10,7 @@
 //! selection): a list seen before finds its body by identity, without hashing its resources'
 //! keys (on a 20,000-cluster catalog, 20,000 pointers chased per response).
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -62,11 +63,16 @@ impl ResponseBodies {
                         body
                     }
                 };
-                // The list's pointers count against the budget while the memo holds it.
+                // Only a list something else shares (a set's list of everything, a memoized
+                // selection) comes back: one built for this response alone is not kept.
+                // Its pointers count against the budget while the memo holds it; another
+                // stream may have remembered it since the first look.
                 let pinned = std::mem::size_of_val(&resources[..]);
-                if memo.bytes + pinned <= BUDGET {
-                    memo.bytes += pinned;
-                    memo.by_list.insert(list, (resources.clone(), body.clone()));
+                if Arc::strong_count(resources) > 1 && memo.bytes + pinned <= BUDGET {
+                    if let Entry::Vacant(slot) = memo.by_list.entry(list) {
+                        slot.insert((resources.clone(), body.clone()));
+                        memo.bytes += pinned;
+                    }
                 }
                 body
             }
@@ -136,15 +142,23 @@ mod tests {
     #[test]
     fn the_same_set_shares_one_body_and_decodes_in_order() {
         let bodies = ResponseBodies::default();
+        // A shared list (held here and by the memo's caller), as a set's list of all.
         let set = list(&[resource("a", b"1"), resource("b", b"22")]);
+        let shared = set.clone();
         let first = bodies.get(ResourceType::Cluster, &set);
-        let second = bodies.get(ResourceType::Cluster, &set.clone());
+        let second = bodies.get(ResourceType::Cluster, &shared);
         assert_eq!(first.as_ptr(), second.as_ptr(), "one allocation, shared");
-        // An equal set in another list finds the same body by its resources.
+        assert_eq!(
+            bodies.lock().by_list.len(),
+            1,
+            "the shared list is remembered"
+        );
+        // An equal set in a list of its own finds the same body by its resources, and its
+        // list is not kept: nothing else holds it, so it cannot come back.
         let third = bodies.get(ResourceType::Cluster, &list(&set));
         assert_eq!(first.as_ptr(), third.as_ptr());
         assert_eq!(bodies.len(), 1);
-        assert_eq!(bodies.lock().by_list.len(), 2, "each list remembered");
+        assert_eq!(bodies.lock().by_list.len(), 1);
         let decoded = DiscoveryResponse::decode(first).unwrap();
         let values: Vec<&[u8]> = decoded.resources.iter().map(|a| &a.value[..]).collect();
         assert_eq!(values, [&b"1"[..], &b"22"[..]]);
