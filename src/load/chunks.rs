@@ -41,26 +41,30 @@ impl Chunks {
         Some(out)
     }
 
-    /// Takes the first `len` bytes as chunks of their own (slices of the held ones).
+    /// Takes the first `len` bytes as chunks of their own (slices of the held ones). The
+    /// queue that held a large message leaves with it: what stays is in a queue of its own
+    /// size, so a proxy keeps no room for its largest response's chunks between responses.
     ///
     /// # Panics
     /// When fewer than `len` bytes are held.
     pub fn split_to(&mut self, len: usize) -> Chunks {
         assert!(len <= self.remaining, "split past the end of the chunks");
-        let mut out = Chunks::default();
-        while out.remaining < len {
-            let front = self.parts.front_mut().expect("counted bytes are held");
-            let want = len - out.remaining;
-            if front.len() <= want {
-                let part = self.parts.pop_front().expect("just looked at it");
-                self.remaining -= part.len();
-                out.push(part);
-            } else {
-                self.remaining -= want;
-                out.push(front.split_to(want));
-            }
+        let (mut whole, mut taken) = (0, 0);
+        while taken < len && taken + self.parts[whole].len() <= len {
+            taken += self.parts[whole].len();
+            whole += 1;
         }
-        out
+        let mut parts = std::mem::take(&mut self.parts);
+        self.parts = parts.split_off(whole);
+        if taken < len {
+            let front = self.parts.front_mut().expect("counted bytes are held");
+            parts.push_back(front.split_to(len - taken));
+        }
+        self.remaining -= len;
+        Chunks {
+            parts,
+            remaining: len,
+        }
     }
 }
 
@@ -127,6 +131,7 @@ mod tests {
         assert_eq!(c.peek::<7>(), None, "only six bytes are held");
         let mut head = c.split_to(3);
         assert_eq!(head.remaining(), 3);
+        assert_eq!(head.chunk(), b"ab");
         assert_eq!(head.copy_to_bytes(3), Bytes::from_static(b"abc"));
         assert_eq!(c.remaining(), 3);
         assert_eq!(c.chunk(), b"de", "the split chunk's rest stays in front");
@@ -138,6 +143,22 @@ mod tests {
         );
         assert!(!c.has_remaining());
         assert_eq!(c.chunk(), b"");
+    }
+
+    #[test]
+    fn what_stays_after_a_split_is_held_in_a_queue_of_its_size() {
+        let mut c = Chunks::default();
+        for _ in 0..1000 {
+            c.push(Bytes::from_static(b"0123456789"));
+        }
+        let message = c.split_to(9_995);
+        assert_eq!(message.remaining(), 9_995);
+        assert_eq!(c.remaining(), 5);
+        assert_eq!(c.chunk(), b"56789");
+        assert!(c.parts.capacity() < 16, "{}", c.parts.capacity());
+        let rest = c.split_to(5);
+        assert_eq!((rest.remaining(), c.remaining()), (5, 0));
+        assert!(c.split_to(0).parts.is_empty());
     }
 
     #[test]
