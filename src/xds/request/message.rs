@@ -28,6 +28,9 @@ const TYPE_URL: u32 = 4;
 const RESPONSE_NONCE: u32 = 5;
 const ERROR_DETAIL: u32 = 6;
 
+/// The key of a `resource_names` field (field 3, length-delimited) as its one byte.
+const NAME_KEY: u8 = (RESOURCE_NAMES as u8) << 3 | 2;
+
 /// Why a request could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -108,7 +111,20 @@ impl Request {
                     .error_detail
                     .get_or_insert_with(RpcStatus::default)
                     .merge(body)?,
-                RESOURCE_NAMES => names.add(&message, field_start, total - buf.len()),
+                RESOURCE_NAMES => {
+                    // The rest of a run of short names (nearly every name: one-byte key and
+                    // length), stepped over without the general field decoding.
+                    let mut count = 1;
+                    while let [NAME_KEY, len, rest @ ..] = buf {
+                        let len = *len as usize;
+                        if len >= 0x80 || len > rest.len() {
+                            break;
+                        }
+                        buf = &rest[len..];
+                        count += 1;
+                    }
+                    names.add(&message, field_start, total - buf.len(), count)
+                }
                 _ => unreachable!("tags 1 to 6 are matched above"),
             }
         }
@@ -177,8 +193,9 @@ struct NamesHasher {
 }
 
 impl NamesHasher {
-    fn add(&mut self, message: &[u8], start: usize, end: usize) {
-        self.count += 1;
+    /// Adds `count` adjacent name fields, `message[start..end]`.
+    fn add(&mut self, message: &[u8], start: usize, end: usize, count: usize) {
+        self.count += count;
         match &mut self.run {
             Some((_, run_end)) if *run_end == start => *run_end = end,
             Some((run_start, run_end)) => {
@@ -297,6 +314,20 @@ mod tests {
         assert_eq!(split.names().unwrap(), ["a", "b"]);
         assert_eq!(split.names_fingerprint(), together.names_fingerprint());
         assert_eq!(split.response_nonce, "1");
+    }
+
+    #[test]
+    fn runs_of_short_and_long_names_are_all_counted() {
+        // Names of 127 bytes or less are stepped over in a run; longer ones (a two-byte
+        // length) end the run and are read the general way, and a new run starts after.
+        let long = "x".repeat(128);
+        let longer = "y".repeat(300);
+        let names = ["a", &"b".repeat(127), &long, "c", "d", &longer, "", "e"];
+        let r = parse(&request(&names));
+        assert_eq!(r.names_count(), names.len());
+        assert_eq!(r.names().unwrap(), names);
+        // A name cut short after a run of good ones is an error.
+        assert!(Request::parse(Bytes::from_static(&[0x1a, 1, b'a', 0x1a, 5, b'b'])).is_err());
     }
 
     #[test]
