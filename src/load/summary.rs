@@ -40,27 +40,18 @@ impl AnySummary {
 }
 
 /// The bytes of the first length-delimited field numbered 1 in the encoded message `buf`,
-/// skipping the fields before it (encoders write fields in order, so it is usually first).
+/// skipping the fields before it as prost does (encoders write fields in order, so it is
+/// usually first).
 fn field_one(mut buf: &[u8]) -> Option<&[u8]> {
-    use prost::encoding::decode_varint;
+    use prost::encoding::{decode_key, decode_varint, skip_field, DecodeContext, WireType};
     while !buf.is_empty() {
-        let key = decode_varint(&mut buf).ok()?;
-        match key & 7 {
-            0 => {
-                decode_varint(&mut buf).ok()?;
-            }
-            1 => buf = buf.get(8..)?,
-            2 => {
-                let len = usize::try_from(decode_varint(&mut buf).ok()?).ok()?;
-                let (value, rest) = buf.split_at_checked(len)?;
-                if key >> 3 == 1 {
-                    return Some(value);
-                }
-                buf = rest;
-            }
-            5 => buf = buf.get(4..)?,
-            _ => return None,
+        let (tag, wire_type) = decode_key(&mut buf).ok()?;
+        if tag != 1 || wire_type != WireType::LengthDelimited {
+            skip_field(wire_type, tag, &mut buf, DecodeContext::default()).ok()?;
+            continue;
         }
+        let len = usize::try_from(decode_varint(&mut buf).ok()?).ok()?;
+        return buf.get(..len);
     }
     None
 }

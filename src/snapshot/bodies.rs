@@ -101,8 +101,9 @@ fn list_id(list: &Selected) -> usize {
 
 /// Identifies a set by its names and versions, in order: a 128-bit hash of the resources'
 /// own 64-bit keys (each a hash of name and version), so two sets differing in one resource
-/// collide only if those two keys do (about 2^-64; the set itself is never stored). Hashed in blocks: a set of 20,000 clusters is 160 KB to hash, not 80,000 small
-/// pieces (which cost a large cluster's connect storm a third of the server's CPU).
+/// collide only if those two keys do (about 2^-64; the set itself is never stored). Hashed
+/// in blocks: a set of 20,000 clusters is 160 KB to hash, not 80,000 small pieces (which cost
+/// a large cluster's connect storm a third of the server's CPU).
 fn set_key(kind: ResourceType, resources: &[Arc<Resource>]) -> u128 {
     const PER_BLOCK: usize = 32;
     let mut hasher = Xxh3::new();
