@@ -12,6 +12,7 @@ pub struct DirMetrics {
     pub(super) scans: Counter,
     pub(super) pending: Gauge,
     pub(super) parses: Counter,
+    pub(super) file_events: Counter,
 }
 
 impl DirMetrics {
@@ -41,6 +42,11 @@ impl DirMetrics {
             "source_parses",
             "Manifest file contents parsed (each new content once, off the async runtime)",
             self.parses.clone(),
+        );
+        registry.register(
+            "source_file_events",
+            "File events from the manifest directory's watcher: changes, and writers closing files (the source's own reads are none)",
+            self.file_events.clone(),
         );
     }
 }

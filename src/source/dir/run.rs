@@ -38,7 +38,12 @@ pub async fn run(
     let root = absolute(root);
     let (wake_tx, mut wake) = mpsc::channel::<()>(1);
     let hints = Hints::default();
-    let mut watch = Watch::new(root.clone(), hints.clone(), wake_tx);
+    let mut watch = Watch::new(
+        root.clone(),
+        hints.clone(),
+        wake_tx,
+        metrics.file_events.clone(),
+    );
     let mut source = DirSource::new(root, &options.revision, options.max_file_bytes);
     // What was sent last, as the content hash of its objects (a copy of 20,000 objects
     // costs more than hashing them, and the catalog goes by content hashes anyway).

@@ -9,8 +9,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
+use notify::event::{AccessKind, AccessMode, CreateKind, EventKindMask, ModifyKind, RenameMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 
 use super::files::{is_manifest_name, FileId};
@@ -126,6 +127,11 @@ impl Hints {
     }
 }
 
+/// What the watcher asks the kernel for: every change, and a writer closing a file, but not
+/// opens or read-only closes. Those carry no news (the scan's own reads make them), and a
+/// scan of a large directory would queue one per file, each waking the watcher's thread.
+const EVENTS: EventKindMask = EventKindMask::CORE.union(EventKindMask::ACCESS_CLOSE);
+
 /// The watcher of one manifest directory, set up again whenever the directory changed
 /// identity (removed and restored, or a symlink swapped).
 pub struct Watch {
@@ -137,12 +143,14 @@ pub struct Watch {
     watched: Option<FileId>,
     /// The last failure to watch, logged once.
     failed: Option<String>,
+    /// Events the watchers delivered, of every kind.
+    events: Counter,
 }
 
 impl Watch {
-    /// A watch of `root` that records into `hints` and wakes `wake`; nothing is watched
-    /// until [`Watch::ensure`].
-    pub fn new(root: PathBuf, hints: Hints, wake: mpsc::Sender<()>) -> Self {
+    /// A watch of `root` that records into `hints`, wakes `wake` and counts every event
+    /// in `events`; nothing is watched until [`Watch::ensure`].
+    pub fn new(root: PathBuf, hints: Hints, wake: mpsc::Sender<()>, events: Counter) -> Self {
         Watch {
             root,
             hints,
@@ -150,6 +158,7 @@ impl Watch {
             watcher: None,
             watched: None,
             failed: None,
+            events,
         }
     }
 
@@ -173,14 +182,17 @@ impl Watch {
         }
         self.watcher = None;
         self.hints.clear();
-        let (hints, wake) = (self.hints.clone(), self.wake.clone());
-        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let (hints, wake, events) = (self.hints.clone(), self.wake.clone(), self.events.clone());
+        let handler = move |res: notify::Result<notify::Event>| {
+            events.inc();
             // A full channel already holds a wake-up; dropping this one loses nothing.
             if res.is_ok_and(|e| hints.note(&e)) {
                 let _ = wake.try_send(());
             }
-        })
-        .and_then(|mut w| w.watch(&self.root, RecursiveMode::Recursive).map(|_| w));
+        };
+        let watcher =
+            RecommendedWatcher::new(handler, notify::Config::default().with_event_kinds(EVENTS))
+                .and_then(|mut w| w.watch(&self.root, RecursiveMode::Recursive).map(|_| w));
         match watcher {
             Ok(w) => {
                 tracing::info!(dir = %self.root.display(), "watching the manifest directory");
@@ -196,5 +208,38 @@ impl Watch {
                 self.failed = Some(e);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn reading_the_directory_is_no_event_and_writing_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |i: usize| dir.path().join(format!("svc{i}.yaml"));
+        for i in 0..50 {
+            std::fs::write(file(i), "a: 1\n").unwrap();
+        }
+        let (wake, _woken) = mpsc::channel(1);
+        let events = Counter::default();
+        let mut watch = Watch::new(dir.path().into(), Hints::default(), wake, events.clone());
+        watch.ensure();
+        assert!(watch.active());
+        // What a scan does to every file: open, read, close.
+        for i in 0..50 {
+            std::fs::read(file(i)).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(events.get(), 0, "the source's own reads were reported");
+        std::fs::write(file(0), "a: 2\n").unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while events.get() == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(events.get() > 0, "a write was not reported");
     }
 }
