@@ -21,7 +21,7 @@ use crate::revision::ProxyIdentity;
 use crate::translate::listener::{listener_clusters, sidecar_listeners, Interception};
 use crate::translate::outbound::{Conflict, OutboundModel};
 use crate::translate::proxyless::{proxyless_listeners, proxyless_routes};
-use crate::translate::route::{route_clusters, sidecar_routes};
+use crate::translate::route::{route_clusters, sidecar_route_plans};
 
 /// Distinct variants kept per model; beyond this a variant is built for its stream alone
 /// (bounded memory whatever the clients' metadata says).
@@ -245,17 +245,26 @@ impl Views {
                 (encoded.collect(), Vec::new())
             }
             Key::Routes(namespace) => {
-                let encode = |routes: Vec<RouteConfiguration>| -> Vec<_> {
-                    let encode = |r: &RouteConfiguration| {
-                        self.encode(ResourceType::Route, &r.name, r, route_clusters(r))
-                    };
-                    routes.iter().map(encode).collect()
-                };
+                // Each configuration is encoded as soon as it is made (and a large sidecar
+                // one a virtual host at a time): holding thousands of route messages first
+                // costs more in fresh memory than building them does.
                 let sidecar = || {
-                    let (routes, conflicts) = sidecar_routes(model, namespace.as_deref());
-                    (encode(routes), conflicts)
+                    let (routes, conflicts) = sidecar_route_plans(model, namespace.as_deref());
+                    let encoded: Vec<_> = routes
+                        .into_iter()
+                        .map(|r| {
+                            let (name, bytes, clusters) = r.encode();
+                            self.encoded(ResourceType::Route, &name, &bytes, clusters)
+                        })
+                        .collect();
+                    (encoded, conflicts)
                 };
-                let proxyless = || encode(proxyless_routes(model));
+                let proxyless = || -> Vec<_> {
+                    let encode = |r: RouteConfiguration| {
+                        self.encode(ResourceType::Route, &r.name, &r, route_clusters(&r))
+                    };
+                    proxyless_routes(model).map(encode).collect()
+                };
                 // Two independent halves of about the same size: on a large model (the first
                 // build's critical path) they are made on two cores.
                 let ((mut encoded, conflicts), more) = if model.ports.len() >= PARALLEL_ROUTES {
@@ -298,8 +307,19 @@ impl Views {
         message: &impl Message,
         clusters: Vec<String>,
     ) -> (Arc<str>, Arc<Resource>) {
+        self.encoded(kind, name, &message.encode_to_vec(), clusters)
+    }
+
+    /// [`Views::encode`] for a message encoded already.
+    fn encoded(
+        &self,
+        kind: ResourceType,
+        name: &str,
+        body: &[u8],
+        clusters: Vec<String>,
+    ) -> (Arc<str>, Arc<Resource>) {
         self.encodes.inc();
-        let r = Arc::new(Resource::encode(kind, name, message).with_refs(clusters));
+        let r = Arc::new(Resource::new(kind, name, body).with_refs(clusters));
         (r.name.clone(), r)
     }
 

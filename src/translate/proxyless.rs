@@ -47,9 +47,10 @@ pub fn proxyless_listeners(model: &OutboundModel, caller_namespace: Option<&str>
     listeners
 }
 
-/// One route configuration per proxyless port, named like its cluster, sorted by name.
-pub fn proxyless_routes(model: &OutboundModel) -> Vec<RouteConfiguration> {
-    let mut configs: Vec<RouteConfiguration> = model
+/// One route configuration per proxyless port, named like its cluster, in the model's order,
+/// each made when the iterator reaches it.
+pub fn proxyless_routes(model: &OutboundModel) -> impl Iterator<Item = RouteConfiguration> + '_ {
+    model
         .ports
         .iter()
         .filter(|p| p.is_proxyless())
@@ -73,9 +74,6 @@ pub fn proxyless_routes(model: &OutboundModel) -> Vec<RouteConfiguration> {
             }],
             ..Default::default()
         })
-        .collect();
-    configs.sort_by(|a, b| a.name.cmp(&b.name));
-    configs
 }
 
 /// The sidecar cluster as a proxyless client takes it: EDS clusters only (grpc-core refuses

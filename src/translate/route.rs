@@ -25,6 +25,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 };
 use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
+use prost::Message;
 
 use super::filters::{any, zero};
 use super::outbound::{is_reserved, Conflict, OutboundModel, OutboundPort};
@@ -40,7 +41,21 @@ pub fn sidecar_routes(
     model: &OutboundModel,
     caller_namespace: Option<&str>,
 ) -> (Vec<RouteConfiguration>, Vec<Conflict>) {
-    let mut configs = Vec::new();
+    let (routes, conflicts) = sidecar_route_plans(model, caller_namespace);
+    (
+        routes.into_iter().map(SidecarRoute::config).collect(),
+        conflicts,
+    )
+}
+
+/// What [`sidecar_routes`] gives, with each configuration's virtual hosts still to be made:
+/// a large one is encoded one virtual host at a time ([`SidecarRoute::encode`]) instead of
+/// holding thousands of them (each ~3.5 KB of message structs) at once.
+pub fn sidecar_route_plans<'m>(
+    model: &'m OutboundModel,
+    caller_namespace: Option<&str>,
+) -> (Vec<SidecarRoute<'m>>, Vec<Conflict>) {
+    let mut routes = Vec::new();
     let mut conflicts = Vec::new();
     for group in model.by_port() {
         let port = group[0].port;
@@ -58,7 +73,7 @@ pub fn sidecar_routes(
             })
             .collect();
         let kept = keep_first_owners(&wanted, &name, &mut conflicts);
-        let mut virtual_hosts = Vec::with_capacity(wanted.len());
+        let mut hosts = Vec::with_capacity(wanted.len());
         for ((host, domains), (p, keep)) in wanted
             .into_iter()
             .zip(group.iter().filter(|p| p.protocol.is_http()).zip(kept))
@@ -69,23 +84,80 @@ pub fn sidecar_routes(
                 .filter_map(|(d, keep)| keep.then_some(d))
                 .collect();
             if !domains.is_empty() {
-                virtual_hosts.push(VirtualHost {
-                    name: host,
-                    domains,
-                    routes: vec![default_route(p)],
-                    ..Default::default()
-                });
+                hosts.push((p, host, domains));
             }
         }
-        configs.push(RouteConfiguration {
-            name,
-            virtual_hosts,
+        routes.push(SidecarRoute { name, hosts });
+    }
+    routes.sort_by(|a, b| a.name.cmp(&b.name));
+    (routes, conflicts)
+}
+
+/// One sidecar route configuration: its name, and each virtual host's port, name and the
+/// domains it keeps.
+pub struct SidecarRoute<'m> {
+    /// The configuration's name (the port).
+    pub name: String,
+    hosts: Vec<(&'m OutboundPort, String, Vec<String>)>,
+}
+
+impl<'m> SidecarRoute<'m> {
+    /// The configuration without its virtual hosts, and the virtual hosts, each made when
+    /// the iterator reaches it.
+    fn into_parts(self) -> (RouteConfiguration, impl Iterator<Item = VirtualHost> + 'm) {
+        let head = RouteConfiguration {
+            name: self.name,
             validate_clusters: Some(BoolValue { value: false }),
             ..Default::default()
-        });
+        };
+        let hosts = self
+            .hosts
+            .into_iter()
+            .map(|(p, name, domains)| VirtualHost {
+                name,
+                domains,
+                routes: vec![default_route(p)],
+                ..Default::default()
+            });
+        (head, hosts)
     }
-    configs.sort_by(|a, b| a.name.cmp(&b.name));
-    (configs, conflicts)
+
+    /// The whole configuration.
+    pub fn config(self) -> RouteConfiguration {
+        let (head, hosts) = self.into_parts();
+        RouteConfiguration {
+            virtual_hosts: hosts.collect(),
+            ..head
+        }
+    }
+
+    /// The configuration's name, its encoding (the bytes prost gives for [`Self::config`]),
+    /// and the clusters it sends requests to (as [`route_clusters`] gives them). Only one
+    /// virtual host exists at a time.
+    pub fn encode(self) -> (String, Vec<u8>, Vec<String>) {
+        let (head, hosts) = self.into_parts();
+        // prost writes fields in the order the message declares them: `name` and
+        // `virtual_hosts` come first, so the name alone, then each virtual host as field 2,
+        // then every other field is the same encoding.
+        let name = RouteConfiguration {
+            name: head.name,
+            ..Default::default()
+        };
+        let mut bytes = name.encode_to_vec();
+        let mut clusters = Vec::new();
+        for host in hosts {
+            clusters.extend(host_clusters(&host));
+            prost::encoding::message::encode(2, &host, &mut bytes);
+        }
+        let rest = RouteConfiguration {
+            name: String::new(),
+            ..head
+        };
+        rest.encode(&mut bytes).expect("a Vec grows as needed");
+        clusters.sort_unstable();
+        clusters.dedup();
+        (name.name, bytes, clusters)
+    }
 }
 
 /// Which domain of each virtual host it keeps: the first virtual host to ask for a domain has
@@ -220,7 +292,17 @@ pub fn route_clusters(config: &RouteConfiguration) -> Vec<String> {
     let mut clusters: Vec<String> = config
         .virtual_hosts
         .iter()
-        .flat_map(|vh| &vh.routes)
+        .flat_map(host_clusters)
+        .collect();
+    clusters.sort_unstable();
+    clusters.dedup();
+    clusters
+}
+
+/// The clusters one virtual host's routes send requests to, in route order.
+fn host_clusters(host: &VirtualHost) -> impl Iterator<Item = String> + '_ {
+    host.routes
+        .iter()
         .filter_map(|r| match &r.action {
             Some(Action::Route(action)) => action.cluster_specifier.as_ref(),
             _ => None,
@@ -232,8 +314,4 @@ pub fn route_clusters(config: &RouteConfiguration) -> Vec<String> {
             }
             _ => Vec::new(),
         })
-        .collect();
-    clusters.sort_unstable();
-    clusters.dedup();
-    clusters
 }

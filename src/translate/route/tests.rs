@@ -280,3 +280,36 @@ fn headless_and_external_name_http_ports_are_routed_too() {
         ]
     );
 }
+
+#[test]
+fn a_configuration_encoded_one_virtual_host_at_a_time_is_the_whole_messages_encoding() {
+    let services = [
+        svc("shop", "web", &[("http", 80), ("grpc", 9000)], &["10.96.0.1"]),
+        svc("bank", "ledger", &[("http-api", 80)], &["10.96.0.2"]),
+        // Repeats web's cluster IP: a conflict, so a virtual host loses domains.
+        svc("shop", "copy", &[("http", 80)], &["10.96.0.1"]),
+        headless("shop", "db", &[("http", 80)]),
+    ];
+    let model = model(&services);
+    let (whole, _) = sidecar_routes(&model, Some("shop"));
+    let (plans, conflicts) = sidecar_route_plans(&model, Some("shop"));
+    assert!(!conflicts.is_empty());
+    assert_eq!(plans.len(), whole.len());
+    for (plan, config) in plans.into_iter().zip(&whole) {
+        let (name, bytes, clusters) = plan.encode();
+        assert_eq!(name, config.name);
+        assert_eq!(bytes, config.encode_to_vec(), "route config {name}");
+        assert_eq!(clusters, route_clusters(config));
+    }
+    // An empty one too (no virtual host keeps a domain is impossible here, so build it).
+    let empty = SidecarRoute {
+        name: "81".to_string(),
+        hosts: Vec::new(),
+    };
+    let expected = RouteConfiguration {
+        name: "81".to_string(),
+        validate_clusters: Some(BoolValue { value: false }),
+        ..Default::default()
+    };
+    assert_eq!(empty.encode().1, expected.encode_to_vec());
+}
