@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{convert, manifest, SourceError};
-use crate::catalog::{Object, ObjectRef};
+use crate::catalog::{Object, ObjectKind};
 use crate::revision::Revision;
 
 mod files;
@@ -41,9 +41,10 @@ pub const OPEN_WRITER_HOLD: Duration = Duration::from_secs(10);
 /// Paths one thread reads at least: fewer are read on the calling thread.
 const PATHS_PER_THREAD: usize = 64;
 
-/// One listed path as read, with its content parsed when it is new.
+/// One listed path as read: its content's hash, and the content parsed when it is new.
 struct Look {
     reading: std::io::Result<Reading>,
+    hash: u64,
     parsed: Option<Result<Vec<Object>, Vec<SourceError>>>,
 }
 
@@ -226,6 +227,7 @@ impl DirSource {
         let Ok(Reading::Content(bytes, id)) = &reading else {
             return Look {
                 reading,
+                hash: 0,
                 parsed: None,
             };
         };
@@ -238,7 +240,11 @@ impl DirSource {
                     .is_some_and(|c| c.hash == hash && c.id == *id)
         });
         let parsed = (!known).then(|| parse_file(path, bytes, &self.mesh_config_map));
-        Look { reading, parsed }
+        Look {
+            reading,
+            hash,
+            parsed,
+        }
     }
 
     /// Reads one listed path; returns when to look again if its new content is not taken.
@@ -273,6 +279,7 @@ impl DirSource {
         };
         let Look {
             reading: read,
+            hash,
             parsed,
         } = look;
         let known = self.files.get(path).is_some_and(|f| f.taken.is_some());
@@ -304,7 +311,6 @@ impl DirSource {
         let state = self.files.entry(path.to_path_buf()).or_default();
         state.missing = None;
         state.problem = None;
-        let hash = xxhash_rust::xxh3::xxh3_64(&bytes);
         if let Some(taken) = state.taken.as_mut().filter(|t| t.hash == hash) {
             taken.id = id;
             state.candidate = None;
@@ -331,7 +337,7 @@ impl DirSource {
         };
         let held = now.duration_since(candidate.since);
         let replaced = state.taken.as_ref().is_some_and(|t| t.id != id);
-        let drops = match &candidate.parsed {
+        let drops = || match &candidate.parsed {
             Ok(objects) => drops_objects(&state.good, objects),
             Err(_) => false,
         };
@@ -340,7 +346,7 @@ impl DirSource {
             Some(WriteHint::MovedIn) => None,
             None if replaced => None,
             Some(WriteHint::Closed) if candidate.readings < 2 => Some(SETTLE),
-            Some(WriteHint::Closed) if !drops => None,
+            Some(WriteHint::Closed) if !drops() => None,
             Some(WriteHint::Writing) => OPEN_WRITER_HOLD.checked_sub(held),
             Some(WriteHint::Closed) | None => SLOW_WRITE_HOLD.checked_sub(held),
         }
@@ -364,11 +370,12 @@ impl DirSource {
     }
 
     fn collect(&self, mut errors: Vec<SourceError>) -> Scan {
-        let mut objects = Vec::new();
-        let mut defined_in: HashMap<ObjectRef, &Path> = HashMap::new();
+        let mut objects = Vec::with_capacity(self.files.values().map(|f| f.good.len()).sum());
+        let mut defined_in: HashMap<(ObjectKind, &str, &str), &Path> =
+            HashMap::with_capacity(objects.capacity());
         for (path, state) in &self.files {
             for object in &state.good {
-                if let Some(first) = defined_in.insert(object.reference(), path) {
+                if let Some(first) = defined_in.insert(identity(object), path) {
                     errors.push(SourceError {
                         path: path.display().to_string(),
                         document: None,
@@ -415,10 +422,21 @@ fn parse_file(
     })
 }
 
+/// What [`Object::reference`] says, borrowed: which object this is.
+fn identity(object: &Object) -> (ObjectKind, &str, &str) {
+    let (namespace, name) = match object {
+        Object::Namespace(ns) => ("", ns.name.as_str()),
+        Object::Service(svc) => (svc.key.namespace.as_str(), svc.key.name.as_str()),
+        Object::EndpointSlice(slice) => (slice.key.namespace.as_str(), slice.key.name.as_str()),
+        Object::Mesh(_) => ("", ""),
+    };
+    (object.kind(), namespace, name)
+}
+
 /// True when `new` lacks an object that `old` has (a rewrite in progress looks like this).
 fn drops_objects(old: &[Object], new: &[Object]) -> bool {
-    let kept: HashSet<ObjectRef> = new.iter().map(Object::reference).collect();
-    old.iter().any(|o| !kept.contains(&o.reference()))
+    let kept: HashSet<_> = new.iter().map(identity).collect();
+    old.iter().any(|o| !kept.contains(&identity(o)))
 }
 
 #[cfg(test)]
