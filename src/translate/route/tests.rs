@@ -284,7 +284,12 @@ fn headless_and_external_name_http_ports_are_routed_too() {
 #[test]
 fn a_configuration_encoded_one_virtual_host_at_a_time_is_the_whole_messages_encoding() {
     let services = [
-        svc("shop", "web", &[("http", 80), ("grpc", 9000)], &["10.96.0.1"]),
+        svc(
+            "shop",
+            "web",
+            &[("http", 80), ("grpc", 9000)],
+            &["10.96.0.1"],
+        ),
         svc("bank", "ledger", &[("http-api", 80)], &["10.96.0.2"]),
         // Repeats web's cluster IP: a conflict, so a virtual host loses domains.
         svc("shop", "copy", &[("http", 80)], &["10.96.0.1"]),
