@@ -4,6 +4,9 @@
 //! calls it off the async runtime, once per new content of a file; the fuzz target calls it
 //! with arbitrary bytes.
 
+mod strict;
+mod typed;
+
 use serde::Deserialize;
 
 use super::{convert, yaml};
@@ -30,6 +33,27 @@ pub struct DocumentError {
 /// function never panics. Size is bounded by the caller (the directory source refuses files
 /// over `--max-manifest-bytes` unread).
 pub fn parse(bytes: &[u8], mesh_config_map: &str) -> Result<Vec<Object>, Vec<DocumentError>> {
+    let text = checked_text(bytes)?;
+    // Straight into typed objects where that is certain to mean the same; anything else
+    // (every text with a problem among them) is read through `Value`s, which also words
+    // the errors.
+    if let Some(objects) = typed::parse(text, mesh_config_map) {
+        return Ok(objects);
+    }
+    parse_values(text, mesh_config_map)
+}
+
+/// [`parse`] reading every document through a `serde_yaml_ng::Value` first: the reference
+/// `parse` must agree with, whatever the input (the fuzz target checks it).
+pub fn parse_through_values(
+    bytes: &[u8],
+    mesh_config_map: &str,
+) -> Result<Vec<Object>, Vec<DocumentError>> {
+    parse_values(checked_text(bytes)?, mesh_config_map)
+}
+
+/// `bytes` as text, if it is UTF-8 nested at most [`yaml::MAX_DEPTH`] deep.
+fn checked_text(bytes: &[u8]) -> Result<&str, Vec<DocumentError>> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         vec![DocumentError {
             document: None,
@@ -47,6 +71,11 @@ pub fn parse(bytes: &[u8], mesh_config_map: &str) -> Result<Vec<Object>, Vec<Doc
             reason: r.reason,
         }]
     })?;
+    Ok(text)
+}
+
+/// Each document to a `serde_yaml_ng::Value`, then to its typed object.
+fn parse_values(text: &str, mesh_config_map: &str) -> Result<Vec<Object>, Vec<DocumentError>> {
     let mut objects = Vec::new();
     let mut errors = Vec::new();
     for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
