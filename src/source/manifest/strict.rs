@@ -10,6 +10,8 @@
 //! depth, fields the target ignores included. Refusing more than `Value` is allowed: the
 //! caller reads a refused text the `Value` way again, for its exact error.
 
+use std::borrow::Cow;
+
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// `D`, read no more leniently than `serde_yaml_ng::Value` reads it.
@@ -213,12 +215,13 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for StrictSeq<A> {
 }
 
 /// A mapping read strictly: string keys only, each once.
-struct StrictMap<A> {
+struct StrictMap<'de, A> {
     map: A,
-    keys: Vec<String>,
+    /// The keys so far, borrowed from the text where they are written plainly there.
+    keys: Vec<Cow<'de, str>>,
 }
 
-impl<'de, A: MapAccess<'de>> MapAccess<'de> for StrictMap<A> {
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for StrictMap<'de, A> {
     type Error = A::Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(
@@ -249,20 +252,43 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for StrictMap<A> {
 }
 
 /// A mapping key: a string, whatever the seed asks for, noted for the duplicate check.
-struct KeySeed<'k, S> {
+struct KeySeed<'k, 'de, S> {
     seed: S,
-    key: &'k mut Option<String>,
+    key: &'k mut Option<Cow<'de, str>>,
 }
 
-impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for KeySeed<'_, S> {
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for KeySeed<'_, 'de, S> {
     type Value = S::Value;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<S::Value, D::Error> {
-        let key: String = de::Deserialize::deserialize(Strict(d))?;
+        let key = Strict(d).deserialize_str(KeyVisitor)?;
         let value = self
             .seed
             .deserialize(de::value::StrDeserializer::<D::Error>::new(&key));
         *self.key = Some(key);
         value
+    }
+}
+
+/// A key's text, borrowed when the text has it as it is.
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string key")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_string()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
     }
 }
