@@ -5,9 +5,10 @@
 //! `serde_yaml_ng` read straight into a type is lenient where a `Value` is not: `port: 80`
 //! fills a `String` field with `"80"`, `!custom x` is taken as `"x"`, and a repeated key
 //! overwrites the first. Through [`Strict`], every scalar is read as `Value` reads it (its
-//! resolved type: a string field takes only a string), a tagged value is refused, and a
-//! mapping that repeats a key, or has a key that is not a string, is an error, at every
-//! depth, fields the target ignores included. Refusing more than `Value` is allowed: the
+//! resolved type: a string field takes only a string; an integer beyond 64 bits, which
+//! `Value` cannot hold, is refused even where nothing reads it), a tagged value is refused,
+//! and a mapping that repeats a key, or has a key that is not a string, is an error, at
+//! every depth, fields the target ignores included. Refusing more than `Value` is allowed: the
 //! caller reads a refused text the `Value` way again, for its exact error.
 
 use std::borrow::Cow;
@@ -125,9 +126,17 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<V> {
     }
 
     forward_visits! {
-        visit_bool(bool) visit_i64(i64) visit_i128(i128) visit_u64(u64) visit_u128(u128)
-        visit_f64(f64) visit_str(&str) visit_borrowed_str(&'de str) visit_string(String)
+        visit_bool(bool) visit_i64(i64) visit_u64(u64) visit_f64(f64) visit_str(&str) visit_borrowed_str(&'de str) visit_string(String)
         visit_bytes(&[u8]) visit_borrowed_bytes(&'de [u8]) visit_byte_buf(Vec<u8>)
+    }
+
+    // An integer beyond 64 bits: `Value` has no place for it and refuses the text.
+    fn visit_i128<E: de::Error>(self, _v: i128) -> Result<V::Value, E> {
+        Err(E::custom("an integer beyond 64 bits is not read strictly"))
+    }
+
+    fn visit_u128<E: de::Error>(self, _v: u128) -> Result<V::Value, E> {
+        Err(E::custom("an integer beyond 64 bits is not read strictly"))
     }
 
     fn visit_none<E: de::Error>(self) -> Result<V::Value, E> {

@@ -200,6 +200,11 @@ mod tests {
             SERVICE.replace("name: web,", "name: web, name: web2,"),
             format!("{SERVICE}status: {{x: {{a: 1, a: 2}}}}\n"),
             "apiVersion: apps/v1\nkind: Deployment\nspec: {a: 1, a: 2}\n".to_string(),
+            // Integers beyond 64 bits, which `Value` cannot hold, where nothing reads them.
+            format!("{SERVICE}x: 18446744073709551616\n"),
+            format!("{SERVICE}status: {{extra: -9223372036854775809}}\n"),
+            "apiVersion: apps/v1\nkind: Deployment\nspec: {replicas: 0x10000000000000000}\n"
+                .to_string(),
             // Tags, non-string keys, no kind, not a mapping.
             SERVICE.replace("name: web,", "name: !custom web,"),
             SERVICE.replace("app: web", "1: web"),
