@@ -168,7 +168,9 @@ mod tests {
         fast.is_some()
     }
 
-    const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop, labels: {app: web}}\nspec: {ports: [{name: http, port: 80, targetPort: 8080}], clusterIP: 10.96.0.1}\n";
+    const SERVICE: &str = "apiVersion: v1\nkind: Service\n\
+        metadata: {name: web, namespace: shop, labels: {app: web}}\n\
+        spec: {ports: [{name: http, port: 80, targetPort: 8080}], clusterIP: 10.96.0.1}\n";
     const SLICE: &str = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: web-1, namespace: shop, labels: {kubernetes.io/service-name: web}}\naddressType: IPv4\nports: [{name: http, port: 8080}]\nendpoints:\n- addresses: [10.0.0.1]\n  conditions: {ready: true}\n";
 
     #[test]
