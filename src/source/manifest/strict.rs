@@ -12,6 +12,7 @@
 //! caller reads a refused text the `Value` way again, for its exact error.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
@@ -163,7 +164,7 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<V> {
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
         self.0.visit_map(StrictMap {
             map,
-            keys: Vec::new(),
+            keys: Keys::Few(Vec::new()),
         })
     }
 
@@ -228,7 +229,37 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for StrictSeq<A> {
 struct StrictMap<'de, A> {
     map: A,
     /// The keys so far, borrowed from the text where they are written plainly there.
-    keys: Vec<Cow<'de, str>>,
+    keys: Keys<'de>,
+}
+
+/// Keys seen in one mapping: a short list while the mapping is small (a Kubernetes object's
+/// are), a set past that, so a hostile mapping of a million keys stays linear.
+enum Keys<'de> {
+    Few(Vec<Cow<'de, str>>),
+    Many(HashSet<Cow<'de, str>>),
+}
+
+/// Past this many keys a mapping's keys are hashed.
+const FEW_KEYS: usize = 16;
+
+impl<'de> Keys<'de> {
+    /// Notes `key`; gives it back when it was seen already.
+    fn insert(&mut self, key: Cow<'de, str>) -> Result<(), Cow<'de, str>> {
+        match self {
+            Keys::Few(keys) if keys.contains(&key) => return Err(key),
+            Keys::Few(keys) if keys.len() < FEW_KEYS => keys.push(key),
+            Keys::Few(keys) => {
+                let mut set: HashSet<_> = keys.drain(..).collect();
+                set.insert(key);
+                *self = Keys::Many(set);
+            }
+            Keys::Many(set) if set.contains(&key) => return Err(key),
+            Keys::Many(set) => {
+                set.insert(key);
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<'de, A: MapAccess<'de>> MapAccess<'de> for StrictMap<'de, A> {
@@ -244,10 +275,9 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for StrictMap<'de, A> {
             key: &mut key,
         })?;
         if let Some(key) = key {
-            if self.keys.contains(&key) {
+            if let Err(key) = self.keys.insert(key) {
                 return Err(de::Error::custom(format!("duplicate key {key:?}")));
             }
-            self.keys.push(key);
         }
         Ok(value)
     }

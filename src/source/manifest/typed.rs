@@ -221,6 +221,17 @@ mod tests {
         for text in &cases {
             assert!(!both(text), "taken the fast way: {text}");
         }
+        // A hostile mapping: 200,000 keys, the last repeating the first. Checking each key
+        // against a list would take minutes; it must stay linear.
+        let mut wide = String::from("apiVersion: apps/v1\nkind: Deployment\nspec:\n");
+        for i in 0..200_000 {
+            wide.push_str(&format!("  k{i}: 1\n"));
+        }
+        assert!(both(&wide));
+        wide.push_str("  k0: 2\n");
+        let started = std::time::Instant::now();
+        assert!(!both(&wide));
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
         // The answer is the `Value` way's, errors and all.
         let text = SERVICE.replace("app: web", "version: 1");
         assert!(super::super::parse(text.as_bytes(), MESH).is_err());
