@@ -137,7 +137,7 @@ impl Responses {
     pub async fn message(&mut self) -> Result<Option<ResponseSummary>, Status> {
         loop {
             if let Some(message) = self.next_buffered()? {
-                return ResponseSummary::decode(message)
+                return ResponseSummary::read(message)
                     .map(Some)
                     .map_err(|e| Status::internal(format!("malformed response: {e}")));
             }

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Bytes in arrival order, as the chunks they came in (none of them empty).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(super) struct Chunks {
     parts: VecDeque<Bytes>,
     remaining: usize,

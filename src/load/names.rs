@@ -36,6 +36,16 @@ impl NameList {
         }
     }
 
+    /// The list is exactly `names`.
+    pub fn holds(&self, names: &[Bytes]) -> bool {
+        self.names.len() == names.len()
+            && self
+                .names
+                .iter()
+                .zip(names)
+                .all(|(mine, theirs)| mine.as_bytes() == &theirs[..])
+    }
+
     /// Where `name` is in the list, looked for at `hint` first.
     pub fn index(&self, name: &[u8], hint: usize) -> Option<usize> {
         if self.names.get(hint).is_some_and(|n| n.as_bytes() == name) {
@@ -48,26 +58,46 @@ impl NameList {
 /// The distinct lists alive in a run; cheap to clone, every clone is the same set.
 #[derive(Clone, Debug, Default)]
 pub(super) struct NameLists {
-    lists: Arc<Mutex<HashMap<u64, Weak<NameList>>>>,
+    lists: Arc<Mutex<Interned>>,
+}
+
+#[derive(Debug, Default)]
+struct Interned {
+    by_hash: HashMap<u64, Weak<NameList>>,
+    /// The list last asked for: thousands of proxies of one mesh ask for the same one in a
+    /// row, and comparing with it costs less than hashing megabytes of names.
+    last: Weak<NameList>,
 }
 
 impl NameLists {
-    /// The shared list equal to `names` (sorted, without repeats).
-    pub fn intern(&self, names: Vec<String>) -> Arc<NameList> {
-        let mut hasher = DefaultHasher::new();
-        names.hash(&mut hasher);
-        let key = hasher.finish();
+    /// The shared list equal to `names` (sorted, without repeats, UTF-8); a new list's
+    /// names are made into strings only when it is new.
+    pub fn intern(&self, names: Vec<Bytes>) -> Arc<NameList> {
         let mut lists = self.lists.lock().expect("name lists lock");
-        if let Some(list) = lists.get(&key).and_then(Weak::upgrade) {
-            if list.names == names {
+        if let Some(list) = lists.last.upgrade().filter(|l| l.holds(&names)) {
+            return list;
+        }
+        let mut hasher = DefaultHasher::new();
+        for name in &names {
+            name[..].hash(&mut hasher);
+        }
+        let key = hasher.finish();
+        if let Some(list) = lists.by_hash.get(&key).and_then(Weak::upgrade) {
+            if list.holds(&names) {
+                lists.last = Arc::downgrade(&list);
                 return list;
             }
         }
-        if lists.len() >= 64 {
-            lists.retain(|_, list| list.strong_count() > 0);
+        if lists.by_hash.len() >= 64 {
+            lists.by_hash.retain(|_, list| list.strong_count() > 0);
         }
+        let names = names
+            .iter()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect();
         let list = Arc::new(NameList::new(names));
-        lists.insert(key, Arc::downgrade(&list));
+        lists.by_hash.insert(key, Arc::downgrade(&list));
+        lists.last = Arc::downgrade(&list);
         list
     }
 }
@@ -128,8 +158,10 @@ mod tests {
     use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
     use prost::Message;
 
-    fn names(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
+    fn names(list: &[&str]) -> Vec<Bytes> {
+        list.iter()
+            .map(|s| Bytes::copy_from_slice(s.as_bytes()))
+            .collect()
     }
 
     #[test]
@@ -157,7 +189,7 @@ mod tests {
     #[test]
     fn answers_are_counted_once_and_carried_to_a_new_list() {
         let lists = NameLists::default();
-        let old: Vec<String> = (0..100).map(|i| format!("n{i:03}")).collect();
+        let old: Vec<Bytes> = (0..100).map(|i| format!("n{i:03}").into()).collect();
         let old = lists.intern(old);
         let mut answered = Answered::default();
         for name in ["n000", "n064", "n064", "n099", "other"] {
@@ -174,7 +206,7 @@ mod tests {
     #[test]
     fn names_are_found_in_order_out_of_order_and_not_at_all() {
         let lists = NameLists::default();
-        let list = lists.intern((0..10).map(|i| format!("n{i}")).collect());
+        let list = lists.intern((0..10).map(|i| format!("n{i}").into()).collect());
         let mut answered = Answered::default();
         // In order (found at the hint), then back, repeated, unknown, and on from there.
         for name in ["n0", "n1", "n2", "n7", "n3", "n3", "x", "n4", "n5", "n6"] {

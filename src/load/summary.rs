@@ -1,57 +1,191 @@
 //! The parts of a `DiscoveryResponse` a simulated proxy reads: the names of the resources,
 //! and of a listener the route configurations it names (to subscribe to RDS as Envoy does).
-//! Decoded with message types that hold only those fields: prost skips the rest.
+//! Read by hand from the chunks the response came in: a resource is a slice of its chunk,
+//! and one larger than [`WHOLE`] (a route configuration of 10,000 virtual hosts is 5 MB) is
+//! kept as the chunks it spans, never copied into one buffer; names stay bytes where they
+//! lie until a subscription needs new ones.
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
-use prost::Message;
+use prost::encoding::{decode_key, decode_varint, skip_field, DecodeContext, WireType};
+use prost::{DecodeError, Message};
 
+use super::chunks::Chunks;
 use super::names::{Answered, NameList, NameLists};
 
+/// Resources up to this size are held as one buffer (a slice of their chunk, or a copy of
+/// the little that straddles two chunks); larger ones as the chunks they span.
+const WHOLE: usize = 64 * 1024;
+
 /// A response, reduced to what a simulated proxy reads.
-#[derive(Clone, PartialEq, prost::Message)]
+#[derive(Debug, Default)]
 pub(super) struct ResponseSummary {
-    #[prost(string, tag = "1")]
     pub version_info: String,
-    #[prost(message, repeated, tag = "2")]
     pub resources: Vec<AnySummary>,
-    #[prost(string, tag = "4")]
     pub type_url: String,
-    #[prost(string, tag = "5")]
     pub nonce: String,
 }
 
-/// An `Any` with its value kept as bytes (a slice of the response, read on demand).
-#[derive(Clone, PartialEq, prost::Message)]
+impl ResponseSummary {
+    /// Reads an encoded `DiscoveryResponse`; fields a proxy does not read are skipped.
+    pub fn read(mut buf: Chunks) -> Result<ResponseSummary, Malformed> {
+        let mut out = ResponseSummary::default();
+        while buf.has_remaining() {
+            let (tag, wire_type) = decode_key(&mut buf)?;
+            match (tag, wire_type) {
+                (1, WireType::LengthDelimited) => out.version_info = string(&mut buf)?,
+                (2, WireType::LengthDelimited) => {
+                    let len = length(&mut buf)?;
+                    out.resources.push(AnySummary::read(&mut buf, len)?);
+                }
+                (4, WireType::LengthDelimited) => out.type_url = string(&mut buf)?,
+                (5, WireType::LengthDelimited) => out.nonce = string(&mut buf)?,
+                _ => skip_field(wire_type, tag, &mut buf, DecodeContext::default())?,
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Why a response could not be read.
+#[derive(Debug)]
+pub(super) enum Malformed {
+    Decode(DecodeError),
+    /// A length runs past the end of what holds it.
+    Underflow,
+    /// A string field that is not UTF-8.
+    NotUtf8,
+}
+
+impl From<DecodeError> for Malformed {
+    fn from(e: DecodeError) -> Self {
+        Malformed::Decode(e)
+    }
+}
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Malformed::Decode(e) => e.fmt(f),
+            Malformed::Underflow => f.write_str("a length runs past the end of its message"),
+            Malformed::NotUtf8 => f.write_str("a string field is not UTF-8"),
+        }
+    }
+}
+
+/// A length prefix, checked against what is left.
+fn length(buf: &mut impl Buf) -> Result<usize, Malformed> {
+    let len = decode_varint(buf)?;
+    match usize::try_from(len) {
+        Ok(len) if len <= buf.remaining() => Ok(len),
+        _ => Err(Malformed::Underflow),
+    }
+}
+
+/// A length-delimited UTF-8 string.
+fn string(buf: &mut impl Buf) -> Result<String, Malformed> {
+    let len = length(buf)?;
+    let bytes = buf.copy_to_bytes(len);
+    String::from_utf8(bytes.to_vec()).map_err(|_| Malformed::NotUtf8)
+}
+
+/// An `Any`'s value (the encoded resource), without its type URL.
+#[derive(Debug)]
 pub(super) struct AnySummary {
-    #[prost(bytes = "bytes", tag = "2")]
-    pub value: Bytes,
+    value: Value,
+}
+
+#[derive(Debug)]
+enum Value {
+    /// One buffer: a slice of the chunk the resource came in, or a copy when it straddled
+    /// two (it is at most [`WHOLE`] bytes).
+    Whole(Bytes),
+    /// A large resource, as the chunks it spans, with its name copied out.
+    Parts { name: Option<Bytes>, value: Chunks },
 }
 
 impl AnySummary {
+    /// Reads the `Any` of `len` bytes at the front of `buf`.
+    fn read(buf: &mut Chunks, len: usize) -> Result<AnySummary, Malformed> {
+        if len <= WHOLE {
+            let any = buf.copy_to_bytes(len);
+            let mut fields = &any[..];
+            let mut value = Bytes::new();
+            while !fields.is_empty() {
+                let (tag, wire_type) = decode_key(&mut fields)?;
+                if (tag, wire_type) == (2, WireType::LengthDelimited) {
+                    let len = length(&mut fields)?;
+                    value = any.slice_ref(&fields[..len]);
+                    fields = &fields[len..];
+                } else {
+                    skip_field(wire_type, tag, &mut fields, DecodeContext::default())?;
+                }
+            }
+            return Ok(AnySummary {
+                value: Value::Whole(value),
+            });
+        }
+        let mut any = buf.split_to(len);
+        let mut value = Chunks::default();
+        while any.has_remaining() {
+            let (tag, wire_type) = decode_key(&mut any)?;
+            if (tag, wire_type) == (2, WireType::LengthDelimited) {
+                let len = length(&mut any)?;
+                value = any.split_to(len);
+            } else {
+                skip_field(wire_type, tag, &mut any, DecodeContext::default())?;
+            }
+        }
+        let mut front = value.clone();
+        let name = field_one(&mut front).map(|len| front.copy_to_bytes(len));
+        Ok(AnySummary {
+            value: Value::Parts { name, value },
+        })
+    }
+
     /// The resource's name, read where it lies: field 1 of a Cluster,
     /// ClusterLoadAssignment, Listener and RouteConfiguration alike. `None` when the value
     /// has no such field or is malformed before it.
     pub fn name(&self) -> Option<&[u8]> {
-        field_one(&self.value)
+        match &self.value {
+            Value::Whole(value) => {
+                let mut buf = &value[..];
+                field_one(&mut buf).map(|len| &buf[..len])
+            }
+            Value::Parts { name, .. } => name.as_deref(),
+        }
+    }
+
+    /// The resource decoded as `M` (a summary message: prost skips what it does not name).
+    fn decode<M: Message + Default>(&self) -> Result<M, DecodeError> {
+        match &self.value {
+            Value::Whole(value) => M::decode(value.clone()),
+            Value::Parts { value, .. } => M::decode(value.clone()),
+        }
+    }
+
+    #[cfg(test)]
+    fn whole(value: Vec<u8>) -> AnySummary {
+        AnySummary {
+            value: Value::Whole(value.into()),
+        }
     }
 }
 
-/// The bytes of the first length-delimited field numbered 1 in the encoded message `buf`,
-/// skipping the fields before it as prost does (encoders write fields in order, so it is
-/// usually first).
-fn field_one(mut buf: &[u8]) -> Option<&[u8]> {
-    use prost::encoding::{decode_key, decode_varint, skip_field, DecodeContext, WireType};
-    while !buf.is_empty() {
-        let (tag, wire_type) = decode_key(&mut buf).ok()?;
+/// Moves `buf` to the bytes of the first length-delimited field numbered 1 of the encoded
+/// message it holds and returns their length, skipping the fields before it as prost does
+/// (encoders write fields in order, so it is usually first); `None` when there is none
+/// whole.
+fn field_one(buf: &mut impl Buf) -> Option<usize> {
+    while buf.has_remaining() {
+        let (tag, wire_type) = decode_key(buf).ok()?;
         if tag != 1 || wire_type != WireType::LengthDelimited {
-            skip_field(wire_type, tag, &mut buf, DecodeContext::default()).ok()?;
+            skip_field(wire_type, tag, buf, DecodeContext::default()).ok()?;
             continue;
         }
-        let len = usize::try_from(decode_varint(&mut buf).ok()?).ok()?;
-        return buf.get(..len);
+        return length(buf).ok();
     }
     None
 }
@@ -59,8 +193,8 @@ fn field_one(mut buf: &[u8]) -> Option<&[u8]> {
 /// A Cluster's name, discovery type and EDS service name.
 #[derive(Clone, PartialEq, prost::Message)]
 struct ClusterSummary {
-    #[prost(string, tag = "1")]
-    name: String,
+    #[prost(bytes = "bytes", tag = "1")]
+    name: Bytes,
     #[prost(int32, tag = "2")]
     discovery_type: i32,
     #[prost(message, optional, tag = "3")]
@@ -69,24 +203,25 @@ struct ClusterSummary {
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct EdsSummary {
-    #[prost(string, tag = "2")]
-    service_name: String,
+    #[prost(bytes = "bytes", tag = "2")]
+    service_name: Bytes,
 }
 
 /// `Cluster.DiscoveryType.EDS`.
 const EDS_TYPE: i32 = 3;
 
 /// The assignments the EDS clusters of a CDS response need, sorted (as Envoy asks: only
-/// EDS clusters, by their service name).
-pub(super) fn assignment_names(clusters: &[AnySummary]) -> Vec<String> {
-    let mut names: Vec<String> = clusters
+/// EDS clusters, by their service name), as slices of the response.
+pub(super) fn assignment_names(clusters: &[AnySummary]) -> Vec<Bytes> {
+    let mut names: Vec<Bytes> = clusters
         .iter()
-        .filter_map(|any| ClusterSummary::decode(any.value.clone()).ok())
+        .filter_map(|any| any.decode::<ClusterSummary>().ok())
         .filter(|c| c.discovery_type == EDS_TYPE)
         .map(|c| match c.eds {
             Some(eds) if !eds.service_name.is_empty() => eds.service_name,
             _ => c.name,
         })
+        .filter(|name| std::str::from_utf8(name).is_ok())
         .collect();
     names.sort();
     names.dedup();
@@ -139,17 +274,17 @@ struct HcmRoutes {
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct RdsSummary {
-    #[prost(string, tag = "2")]
-    route_config_name: String,
+    #[prost(bytes = "bytes", tag = "2")]
+    route_config_name: Bytes,
 }
 
 const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 
 /// The route configurations the listeners of an LDS response name over RDS, sorted.
-pub(super) fn route_names(listeners: &[AnySummary]) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
+pub(super) fn route_names(listeners: &[AnySummary]) -> Vec<Bytes> {
+    let mut names: Vec<Bytes> = Vec::new();
     for any in listeners {
-        let Ok(l) = ListenerRoutes::decode(any.value.clone()) else {
+        let Ok(l) = any.decode::<ListenerRoutes>() else {
             continue;
         };
         let chains = l.filter_chains.iter().chain(&l.default_filter_chain);
@@ -163,7 +298,9 @@ pub(super) fn route_names(listeners: &[AnySummary]) -> Vec<String> {
             );
         for t in typed.filter(|t| t.type_url == HCM) {
             if let Ok(HcmRoutes { rds: Some(rds) }) = HcmRoutes::decode(t.value.clone()) {
-                names.push(rds.route_config_name);
+                if std::str::from_utf8(&rds.route_config_name).is_ok() {
+                    names.push(rds.route_config_name);
+                }
             }
         }
     }
@@ -188,11 +325,11 @@ impl Subscription {
     /// it goes out with [`Self::list`] as its names.
     pub fn wants(
         &mut self,
-        names: Vec<String>,
+        names: Vec<Bytes>,
         type_url: &str,
         lists: &NameLists,
     ) -> Option<DiscoveryRequest> {
-        if names == self.list.names {
+        if self.list.holds(&names) {
             return None;
         }
         let list = lists.intern(names);
@@ -233,9 +370,7 @@ mod tests {
     use prost::encoding::{encode_key, encode_varint, WireType};
 
     fn any(value: Vec<u8>) -> AnySummary {
-        AnySummary {
-            value: value.into(),
-        }
+        AnySummary::whole(value)
     }
 
     #[test]
@@ -277,5 +412,125 @@ mod tests {
         value.truncate(value.len() - 1);
         assert_eq!(any(value).name(), None);
         assert_eq!(any(Vec::new()).name(), None, "no field 1");
+    }
+
+    /// `wire` as it arrives: in chunks of `size` bytes.
+    fn chunked(wire: &[u8], size: usize) -> Chunks {
+        let wire = Bytes::copy_from_slice(wire);
+        let mut chunks = Chunks::default();
+        for piece in wire.chunks(size) {
+            chunks.push(wire.slice_ref(piece));
+        }
+        chunks
+    }
+
+    fn cluster(name: &str, eds_name: &str, padding: usize) -> Cluster {
+        use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+            ClusterDiscoveryType, DiscoveryType, EdsClusterConfig,
+        };
+        Cluster {
+            name: name.into(),
+            alt_stat_name: "x".repeat(padding),
+            cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+            eds_cluster_config: Some(EdsClusterConfig {
+                service_name: eds_name.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_response_is_read_from_its_chunks_small_and_large_resources_alike() {
+        use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+        use envoy_types::pb::google::protobuf::Any;
+        // Small clusters, one larger than WHOLE (held as its chunks), small ones again.
+        let clusters = [
+            cluster("a", "", 10),
+            cluster("b", "b-eds", 100),
+            cluster("big", "", WHOLE + 1000),
+            cluster("c", "", 0),
+        ];
+        let response = DiscoveryResponse {
+            version_info: "v7".into(),
+            type_url: "clusters".into(),
+            nonce: "n3".into(),
+            resources: clusters
+                .iter()
+                .map(|c| Any {
+                    type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
+                    value: c.encode_to_vec(),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let wire = response.encode_to_vec();
+        // Chunks as HTTP/2 DATA frames bring them, and one byte at a time.
+        for size in [16 * 1024, 100, 1] {
+            let read = ResponseSummary::read(chunked(&wire, size)).unwrap();
+            assert_eq!(
+                (&read.version_info[..], &read.type_url[..], &read.nonce[..]),
+                ("v7", "clusters", "n3")
+            );
+            let names: Vec<&[u8]> = read.resources.iter().filter_map(|r| r.name()).collect();
+            assert_eq!(names, [&b"a"[..], b"b", b"big", b"c"], "chunks of {size}");
+            assert!(matches!(read.resources[2].value, Value::Parts { .. }));
+            assert!(matches!(read.resources[3].value, Value::Whole(_)));
+            assert_eq!(
+                assignment_names(&read.resources),
+                ["a", "b-eds", "big", "c"],
+                "the large cluster decodes from its chunks too"
+            );
+        }
+    }
+
+    #[test]
+    fn a_small_resource_is_a_slice_of_its_chunk() {
+        use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+        use envoy_types::pb::google::protobuf::Any;
+        let response = DiscoveryResponse {
+            resources: vec![Any {
+                type_url: "t".into(),
+                value: cluster("a", "", 50).encode_to_vec(),
+            }],
+            ..Default::default()
+        };
+        let wire = Bytes::from(response.encode_to_vec());
+        let mut chunks = Chunks::default();
+        chunks.push(wire.clone());
+        let read = ResponseSummary::read(chunks).unwrap();
+        let name = read.resources[0].name().unwrap();
+        let within = wire.as_ptr_range();
+        assert!(within.contains(&name.as_ptr()), "not copied");
+    }
+
+    #[test]
+    fn a_truncated_or_malformed_response_is_an_error() {
+        use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+        use envoy_types::pb::google::protobuf::Any;
+        let response = DiscoveryResponse {
+            version_info: "v".into(),
+            resources: vec![Any {
+                type_url: "t".into(),
+                value: cluster("a", "", WHOLE * 2).encode_to_vec(),
+            }],
+            ..Default::default()
+        };
+        let wire = response.encode_to_vec();
+        // Inside the last byte, the large value, and the length of the resource.
+        for cut in [wire.len() - 1, wire.len() / 2, 5] {
+            let err = ResponseSummary::read(chunked(&wire[..cut], 1000)).unwrap_err();
+            assert!(
+                err.to_string().contains("past the end") || matches!(err, Malformed::Decode(_)),
+                "{err}"
+            );
+        }
+        // A version that is not UTF-8.
+        let mut bad = Vec::new();
+        encode_key(1, WireType::LengthDelimited, &mut bad);
+        encode_varint(1, &mut bad);
+        bad.push(0xff);
+        let err = ResponseSummary::read(chunked(&bad, 10)).unwrap_err();
+        assert!(matches!(err, Malformed::NotUtf8), "{err}");
     }
 }
