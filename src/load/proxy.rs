@@ -15,6 +15,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::ads;
 use super::names::NameLists;
+use super::read_ahead::Connector;
 use super::summary::{assignment_names, route_names, AnySummary, ResponseSummary, Subscription};
 use super::LoadConfig;
 use crate::snapshot::ResourceType;
@@ -39,11 +40,13 @@ fn ended(status: &tonic::Status) -> Observation {
     Observation::Ended(format!("{:?}", status.code()), status.message().to_string())
 }
 
-pub(super) fn endpoint(addr: SocketAddr) -> Endpoint {
+/// A connection to the server at `addr`, read ahead ([`ReadAhead`]).
+pub(super) async fn connect(addr: SocketAddr) -> Result<Channel, tonic::transport::Error> {
     Endpoint::from_shared(format!("http://{addr}"))
         .expect("a socket address is a valid URI")
         .connect_timeout(Duration::from_secs(30))
-        .tcp_nodelay(true)
+        .connect_with_connector(Connector { addr })
+        .await
 }
 
 pub(super) fn node(i: usize, revision: &str) -> Node {
@@ -131,17 +134,14 @@ async fn session(
     let started = Instant::now();
     let channel = match channel {
         Some(c) => c,
-        None => {
-            let endpoint = endpoint(config.xds_addr);
-            match stop.run_until_cancelled(endpoint.connect()).await {
-                None => return SessionEnd::Over,
-                Some(Ok(c)) => c,
-                Some(Err(e)) => {
-                    let _ = events.send(Observation::Failed(format!("connect: {e}")));
-                    return SessionEnd::Over;
-                }
+        None => match stop.run_until_cancelled(connect(config.xds_addr)).await {
+            None => return SessionEnd::Over,
+            Some(Ok(c)) => c,
+            Some(Err(e)) => {
+                let _ = events.send(Observation::Failed(format!("connect: {e}")));
+                return SessionEnd::Over;
             }
-        }
+        },
     };
     let cds = ResourceType::Cluster.type_url();
     let eds = ResourceType::Endpoint.type_url();
