@@ -280,6 +280,8 @@ pub async fn start_on(
                 max_streams_per_connection: args.max_streams_per_connection,
                 max_connections: args.max_connections,
                 handshake_timeout: args.handshake_timeout,
+                keepalive_interval: args.keepalive_interval,
+                keepalive_timeout: args.keepalive_timeout,
             },
         )
         .with_max_subscribed_names(args.max_subscribed_names),

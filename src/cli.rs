@@ -182,6 +182,17 @@ pub struct ServeArgs {
     #[arg(long, env = "REVPLANE_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub handshake_timeout: Duration,
 
+    /// An HTTP/2 keepalive PING goes to an xDS connection whose proxy sent nothing this long.
+    #[arg(long, env = "REVPLANE_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub keepalive_interval: Duration,
+
+    /// An xDS connection that has not answered a keepalive PING within this is closed. Long:
+    /// the PING queues behind whatever the sockets already hold, megabytes for a proxy
+    /// receiving a large config; vanished peers are found by TCP keepalive within about a
+    /// minute whatever this is.
+    #[arg(long, env = "REVPLANE_KEEPALIVE_TIMEOUT", default_value = "300s", value_parser = humantime::parse_duration)]
+    pub keepalive_timeout: Duration,
+
     /// Concurrent ADS streams allowed on one HTTP/2 connection.
     #[arg(
         long,

@@ -8,8 +8,14 @@ mod common;
 
 use std::time::Duration;
 
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
 use common::*;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 const ADS: &str =
@@ -31,8 +37,15 @@ async fn open(addr: std::net::SocketAddr, node: &str, reset_on_close: bool) -> R
             .unwrap();
     }
     tcp.set_nonblocking(true).unwrap();
-    let tcp = TcpStream::from_std(tcp).unwrap();
-    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    open_on(TcpStream::from_std(tcp).unwrap(), addr, node).await
+}
+
+/// [`open`] over `io`.
+async fn open_on<T>(io: T, addr: std::net::SocketAddr, node: &str) -> RawStream
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut client, connection) = h2::client::handshake(io).await.unwrap();
     let connection = tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -141,5 +154,81 @@ async fn each_way_a_stream_ends_is_counted_by_reason() {
         assert_eq!(ends(admin, reason).await, count, "{reason}");
     }
     drop((closed, reset));
+    server.stop().await;
+}
+
+/// A connection whose client stops reading and writing when told to (a hung proxy: its host
+/// keeps the socket open, nothing answers on it).
+struct Freezable {
+    tcp: TcpStream,
+    frozen: Arc<AtomicBool>,
+}
+
+impl AsyncRead for Freezable {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.frozen.load(Ordering::SeqCst) {
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Freezable {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.frozen.load(Ordering::SeqCst) {
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn a_proxy_that_stops_answering_is_closed_after_the_keepalive_timeout() {
+    let mut args = serve_args("canary", &example_mesh());
+    args.keepalive_interval = Duration::from_millis(500);
+    args.keepalive_timeout = Duration::from_millis(500);
+    let xds = tokio::net::TcpListener::bind(args.xds_addr).await.unwrap();
+    let admin = tokio::net::TcpListener::bind(args.admin_addr)
+        .await
+        .unwrap();
+    let server = revplane::app::start_on(args, xds, admin).await.unwrap();
+    let (xds, admin) = (server.xds_addr, server.admin_addr);
+
+    let frozen = Arc::new(AtomicBool::new(false));
+    let tcp = Freezable {
+        tcp: TcpStream::connect(xds).await.unwrap(),
+        frozen: frozen.clone(),
+    };
+    let hung = open_on(
+        tcp,
+        xds,
+        "sidecar~10.0.0.5~hung.shop~shop.svc.cluster.local",
+    )
+    .await;
+    // The proxy stops answering; its socket stays open (its host's TCP still answers, so
+    // only the HTTP/2 PING can tell). The server closes the connection once the PING goes
+    // unanswered for --keepalive-timeout.
+    frozen.store(true, Ordering::SeqCst);
+    eventually(Duration::from_secs(10), "the hung proxy let go", || async {
+        metric(admin, "revplane_xds_connected_proxies{revision=\"canary\"}").await == 0.0
+    })
+    .await;
+    drop(hung);
     server.stop().await;
 }

@@ -7,6 +7,14 @@
 //! [`Incoming`] replaces tonic's plain listener stream; each [`XdsConn`] holds its slot until
 //! it is dropped and passes vectored writes through (h2 writes large responses as vectored
 //! I/O when the transport supports it).
+//!
+//! A peer that vanishes is found by TCP itself: keepalive probes after [`TCP_KEEPALIVE_IDLE`]
+//! without traffic, and [`TCP_USER_TIMEOUT`] for data the peer's kernel does not take (not
+//! acknowledged, or its window shut the whole time). A proxy that is slowly reading a large
+//! response keeps its connection, however long that takes: HTTP/2's keepalive PING queues
+//! behind the megabytes already in the sockets, and hyper counts only request frames as
+//! signs of life, so it alone would cut such a proxy off (`--keepalive-timeout` is long for
+//! that reason).
 
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -35,6 +43,17 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// Refusals are logged at most this often; the metric counts every one.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A connection without traffic this long is probed by TCP keepalive ...
+pub const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// ... every this long, and closed after this many probes go unanswered.
+const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const TCP_KEEPALIVE_PROBES: u32 = 3;
+
+/// Data the peer's kernel has not taken for this long (unacknowledged, or held back by a
+/// receive window that stayed shut) closes the connection: the peer is gone, or its process
+/// has stopped reading.
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Connection limits.
 #[derive(Clone, Copy, Debug)]
@@ -102,7 +121,12 @@ impl Stream for Incoming {
                 me.pause = None;
             }
             let (tcp, _) = match ready!(me.listener.poll_accept(cx)) {
-                Ok(accepted) => accepted,
+                Ok((tcp, addr)) => {
+                    if let Err(e) = find_vanished_peers(&tcp) {
+                        tracing::debug!(error = %e, "cannot set TCP keepalive on an xDS connection");
+                    }
+                    (tcp, addr)
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot accept an xDS connection; retrying shortly");
                     me.pause = Some(Box::pin(tokio::time::sleep(ACCEPT_ERROR_PAUSE)));
@@ -145,6 +169,18 @@ pub struct XdsConn {
     open: Gauge,
     handshake_timeouts: Counter,
     _slot: OwnedSemaphorePermit,
+}
+
+/// TCP keepalive and user timeout on an accepted connection (see the module docs).
+fn find_vanished_peers(tcp: &TcpStream) -> io::Result<()> {
+    let socket = socket2::SockRef::from(tcp);
+    socket.set_tcp_keepalive(
+        &socket2::TcpKeepalive::new()
+            .with_time(TCP_KEEPALIVE_IDLE)
+            .with_interval(TCP_KEEPALIVE_INTERVAL)
+            .with_retries(TCP_KEEPALIVE_PROBES),
+    )?;
+    socket.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT))
 }
 
 impl Drop for XdsConn {

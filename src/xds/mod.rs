@@ -62,6 +62,10 @@ pub struct Limits {
     /// A connection that has not sent the HTTP/2 preface this long after it was accepted is
     /// closed.
     pub handshake_timeout: Duration,
+    /// An HTTP/2 keepalive PING goes to a connection whose proxy sent nothing this long.
+    pub keepalive_interval: Duration,
+    /// A connection that has not answered the PING within this is closed.
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -73,6 +77,8 @@ impl Default for Limits {
             max_streams_per_connection: 100,
             max_connections: 16_384,
             handshake_timeout: Duration::from_secs(5),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -205,9 +211,10 @@ pub async fn serve(
     let service = ads::AdsServer::new(ctx.clone());
     tonic::transport::Server::builder()
         .max_concurrent_streams(limits.max_streams_per_connection)
-        // Find proxies that vanished without closing their connection.
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // Find proxies that stopped answering (hung) though their host is there; vanished
+        // hosts are TCP's to find (`conn`).
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
         .add_service(service)
         .add_service(status)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())

@@ -64,6 +64,8 @@ pub fn serve_args(revision: &str, source: &Path) -> ServeArgs {
         request_buffer_bytes: 64 * 1024 * 1024,
         max_connections: 16_384,
         handshake_timeout: Duration::from_secs(5),
+        keepalive_interval: Duration::from_secs(30),
+        keepalive_timeout: Duration::from_secs(300),
         max_streams_per_connection: 100,
         new_streams_per_second: 2000,
         new_stream_burst: 500,
