@@ -114,6 +114,21 @@ fn storm_with(n: usize, name: &str, shape: Shape, secs: u64, server_args: &[&str
         server.status_kib("VmHWM:") as f64 / 1024.0,
         server.cpu_seconds() - cpu0,
     );
+    drop(server);
+    // The same bytes through raw TCP, once the server is gone: what the storm costs at best.
+    let received = r["response_bytes"].as_u64().unwrap_or(0) as usize;
+    let configured = full["count"].as_u64().unwrap_or(0) as usize;
+    if let Some(push) = received.checked_div(configured) {
+        let floor = floor::measure_push(configured, push, floor::ACK);
+        println!(
+            "  storm floor: {:.1} MB to each of {configured} connections over raw TCP in {:.0} ms, server CPU {:.2} s, clients' CPU {:.2} s; p99 is {:.1}x the floor",
+            push as f64 / 1e6,
+            floor.ms,
+            floor.cpu_us_per_conn * configured as f64 / 1e6,
+            floor.client_cpu_s,
+            full["p99_ms"].as_f64().unwrap_or(0.0) / floor.ms,
+        );
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -61,6 +61,11 @@ async fn every_proxy_opens_gets_full_config_and_acks_every_version() {
     }
     // 25 × (CDS, initial EDS, LDS, RDS) + 25 EDS after the change.
     assert_eq!(report.responses, 125);
+    // Every response is counted with its length: at least a resource each, far from 64 KiB.
+    assert!(
+        (125 * 100..125 * 65_536).contains(&report.response_bytes),
+        "{report:?}"
+    );
     // The first request, with the node and its metadata, is the largest on a small mesh.
     assert!(
         (200..4096).contains(&report.largest_request_bytes),

@@ -5,6 +5,11 @@
 //! the last read, and the server process's CPU over it. No HTTP/2, no protobuf: what moving
 //! a push and its ACK through the kernel and a tokio runtime costs at best.
 //!
+//! The storm's floor ([`measure_push`]) is the same with a push as large as the config each
+//! proxy of the storm received (17.6 MB on the large cluster), read by each client 64 KiB at
+//! a time, on connections opened before the clock starts; the clients' CPU is reported too,
+//! since in the storm the load generator shares the machine with the server.
+//!
 //! The server side runs in a child process (the bench binary started again with
 //! `REVPLANE_BENCH_FLOOR_SERVE` set): one process may hold at most 20,000 open files, and both
 //! ends of 10,000 connections would need all of them.
@@ -27,25 +32,35 @@ pub struct Floor {
     pub ms: f64,
     /// The server process's CPU over that time, per connection.
     pub cpu_us_per_conn: f64,
+    /// The clients' process's CPU over that time, in all (seconds).
+    pub client_cpu_s: f64,
 }
+
+/// What a client reads at most per call.
+const CLIENT_READ: usize = 64 * 1024;
 
 /// Call first in a bench's `main`: when this process was started as the floor's server, serve
 /// and exit.
 pub fn serve_if_asked() {
-    let Some((n, ack)) = std::env::var(SERVE_ENV).ok().and_then(|v| {
-        let (n, ack) = v.split_once(',')?;
-        Some((n.parse().ok()?, ack.parse().ok()?))
+    let Some((n, push, ack)) = std::env::var(SERVE_ENV).ok().and_then(|v| {
+        let mut parts = v.split(',').map(|p| p.parse().ok());
+        Some((parts.next()??, parts.next()??, parts.next()??))
     }) else {
         return;
     };
-    runtime().block_on(serve(n, ack));
+    runtime().block_on(serve(n, push, ack));
     std::process::exit(0);
 }
 
 /// The floor for `n` connections whose ACKs are `ack` bytes long.
 pub fn measure(n: usize, ack: usize) -> Floor {
+    measure_push(n, PUSH, ack)
+}
+
+/// The floor for `n` connections, each sent `push` bytes and answering with `ack` bytes.
+pub fn measure_push(n: usize, push: usize, ack: usize) -> Floor {
     let mut server = Command::new(std::env::current_exe().expect("bench binary"))
-        .env(SERVE_ENV, format!("{n},{ack}"))
+        .env(SERVE_ENV, format!("{n},{push},{ack}"))
         .stdout(Stdio::piped())
         .stdin(Stdio::piped())
         .spawn()
@@ -67,17 +82,25 @@ pub fn measure(n: usize, ack: usize) -> Floor {
             conn.set_nodelay(true).unwrap();
             let ack_bytes = ack_bytes.clone();
             tasks.push(tokio::spawn(async move {
-                let mut push = [0u8; PUSH];
-                conn.read_exact(&mut push).await.ok()?;
+                let mut buf = vec![0u8; push.min(CLIENT_READ)];
+                let mut left = push;
+                while left > 0 {
+                    let want = left.min(buf.len());
+                    match conn.read(&mut buf[..want]).await {
+                        Ok(0) | Err(_) => return None,
+                        Ok(got) => left -= got,
+                    }
+                }
                 conn.write_all(&ack_bytes).await.ok()?;
                 // Held open until the server has read every ACK and exits.
-                let _ = conn.read(&mut push).await;
+                let _ = conn.read(&mut buf).await;
                 Some(())
             }));
         }
         tasks
     });
     // Every connection is open: go.
+    let client_cpu0 = super::cpu_seconds_of(std::process::id());
     server.stdin.take().unwrap().write_all(b"go\n").unwrap();
     let floor = lines
         .next()
@@ -87,6 +110,7 @@ pub fn measure(n: usize, ack: usize) -> Floor {
             Some(Floor {
                 ms: ms.parse().ok()?,
                 cpu_us_per_conn: cpu.parse::<f64>().ok()? * 1e6 / n as f64,
+                client_cpu_s: super::cpu_seconds_of(std::process::id()) - client_cpu0,
             })
         })
         .expect("floor server result");
@@ -107,7 +131,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-async fn serve(n: usize, ack: usize) {
+async fn serve(n: usize, push: usize, ack: usize) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     println!("{}", listener.local_addr().unwrap().port());
     std::io::stdout().flush().unwrap();
@@ -127,14 +151,17 @@ async fn serve(n: usize, ack: usize) {
     // Each connection's read buffer (at most a frame's size, as an HTTP/2 server reads),
     // allocated and touched before the clock starts: the figure is the push and the ACK.
     let bufs: Vec<Vec<u8>> = (0..n).map(|_| vec![1u8; ack.min(16 * 1024)]).collect();
+    // One push for every connection, as revplane shares a response's bytes across streams.
+    let pushed: std::sync::Arc<[u8]> = vec![0u8; push].into();
     let cpu0 = super::cpu_seconds_of(std::process::id());
     let start = Instant::now();
     let tasks: Vec<_> = conns
         .into_iter()
         .zip(bufs)
         .map(|(mut conn, mut buf)| {
+            let pushed = pushed.clone();
             tokio::spawn(async move {
-                conn.write_all(&[0u8; PUSH]).await.unwrap();
+                conn.write_all(&pushed).await.unwrap();
                 let mut left = ack;
                 while left > 0 {
                     let want = left.min(buf.len());

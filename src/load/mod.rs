@@ -116,6 +116,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
     let mut acks: HashMap<(String, String), Vec<SystemTime>> = HashMap::new();
     let mut order: Vec<(String, String)> = Vec::new();
     let mut responses = 0u64;
+    let mut response_bytes = 0u64;
     let mut reconnects = 0usize;
     let deadline = tokio::time::sleep(config.duration);
     tokio::pin!(deadline);
@@ -131,7 +132,10 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
                 }
                 Some(Observation::Failed(why)) => *failed.entry(why).or_default() += 1,
                 Some(Observation::FullConfig(d)) => full.push(d),
-                Some(Observation::Response) => responses += 1,
+                Some(Observation::Response(bytes)) => {
+                    responses += 1;
+                    response_bytes += bytes as u64;
+                }
                 Some(Observation::Reconnected) => reconnects += 1,
                 Some(Observation::Ack { type_url, version, at }) => {
                     let key = (type_url, version);
@@ -162,6 +166,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         first_full_config: Spread::of(&full),
         versions,
         responses,
+        response_bytes,
         reconnects,
         duration_ms: started.elapsed().as_millis(),
     })

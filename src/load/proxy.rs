@@ -32,12 +32,20 @@ pub(super) enum Observation {
         version: String,
         at: SystemTime,
     },
-    Response,
+    /// A response of this many bytes (its message, without the gRPC prefix).
+    Response(usize),
     Reconnected,
 }
 
+/// A stream's end, with its status message and what caused it (a connection error's chain).
 fn ended(status: &tonic::Status) -> Observation {
-    Observation::Ended(format!("{:?}", status.code()), status.message().to_string())
+    Observation::Ended(
+        format!("{:?}", status.code()),
+        crate::errors::with_causes(
+            status.message().to_string(),
+            std::error::Error::source(status),
+        ),
+    )
 }
 
 /// A connection to the server at `addr`, read ahead ([`ReadAhead`]).
@@ -201,7 +209,7 @@ async fn session(
             opened = true;
             let _ = events.send(Observation::Opened);
         }
-        let _ = events.send(Observation::Response);
+        let _ = events.send(Observation::Response(response.encoded_len));
         let resources = std::mem::take(&mut response.resources);
         let route_names = if response.type_url == lds && config.rds {
             route_names(&resources)

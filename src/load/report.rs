@@ -109,6 +109,8 @@ pub struct LoadReport {
     pub versions: Vec<VersionReport>,
     /// Responses received in all.
     pub responses: u64,
+    /// Their bytes in all (messages without their gRPC prefixes).
+    pub response_bytes: u64,
     /// Streams closed on the reconnect schedule (each followed by a new one).
     pub reconnects: usize,
     /// Wall-clock length of the run.
@@ -121,12 +123,13 @@ impl LoadReport {
         let mut out = String::new();
         let refused: usize = self.streams_refused.values().sum();
         out.push_str(&format!(
-            "proxies {}   opened {}   refused {}   failed {}   responses {}   reconnects {}   run {:.1} s\n",
+            "proxies {}   opened {}   refused {}   failed {}   responses {} ({:.1} MB)   reconnects {}   run {:.1} s\n",
             self.proxies,
             self.streams_opened,
             refused,
             self.streams_failed.values().sum::<usize>(),
             self.responses,
+            self.response_bytes as f64 / 1e6,
             self.reconnects,
             self.duration_ms as f64 / 1000.0
         ));

@@ -22,6 +22,8 @@ const WHOLE: usize = 64 * 1024;
 /// A response, reduced to what a simulated proxy reads.
 #[derive(Debug, Default)]
 pub(super) struct ResponseSummary {
+    /// The response's length on the wire (without the gRPC prefix).
+    pub encoded_len: usize,
     pub version_info: String,
     pub resources: Vec<AnySummary>,
     pub type_url: String,
@@ -31,7 +33,10 @@ pub(super) struct ResponseSummary {
 impl ResponseSummary {
     /// Reads an encoded `DiscoveryResponse`; fields a proxy does not read are skipped.
     pub fn read(mut buf: Chunks) -> Result<ResponseSummary, Malformed> {
-        let mut out = ResponseSummary::default();
+        let mut out = ResponseSummary {
+            encoded_len: buf.remaining(),
+            ..Default::default()
+        };
         while buf.has_remaining() {
             let (tag, wire_type) = decode_key(&mut buf)?;
             match (tag, wire_type) {
