@@ -1,8 +1,9 @@
 //! Every admitted ADS stream's end is counted by reason (`revplane_xds_stream_ends_total`):
 //! a proxy that closes its side, resets its stream or closes its connection without a goodbye
-//! (a killed proxy) left on its own; a stream whose connection breaks under it (a TCP reset, a
-//! keepalive timeout) is `stream_lost`. In-process server, raw HTTP/2 client (so the
-//! connection can be cut).
+//! (a killed proxy) left on its own; a stream whose connection breaks under it (a TCP reset)
+//! is `stream_lost`. A hung proxy is let go after the HTTP/2 keepalive timeout (counted as
+//! `client_closed` for now: hyper ends the request as if the proxy had). In-process server,
+//! raw HTTP/2 client (so the connection can be cut).
 
 mod common;
 
