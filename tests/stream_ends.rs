@@ -1,9 +1,8 @@
 //! Every admitted ADS stream's end is counted by reason (`revplane_xds_stream_ends_total`):
 //! a proxy that closes its side, resets its stream or closes its connection without a goodbye
 //! (a killed proxy) left on its own; a stream whose connection breaks under it (a TCP reset)
-//! is `stream_lost`. A hung proxy is let go after the HTTP/2 keepalive timeout (counted as
-//! `client_closed` for now: hyper ends the request as if the proxy had). In-process server,
-//! raw HTTP/2 client (so the connection can be cut).
+//! is `stream_lost`, and so is a hung proxy's, let go after the HTTP/2 keepalive timeout.
+//! In-process server, raw HTTP/2 client (so the connection can be cut).
 
 mod common;
 
@@ -230,6 +229,9 @@ async fn a_proxy_that_stops_answering_is_closed_after_the_keepalive_timeout() {
         metric(admin, "revplane_xds_connected_proxies{revision=\"canary\"}").await == 0.0
     })
     .await;
+    // The proxy did not leave: its stream was lost (and logged as such).
+    assert_eq!(ends(admin, "stream_lost").await, 1.0);
+    assert_eq!(ends(admin, "client_closed").await, 0.0);
     drop(hung);
     server.stop().await;
 }

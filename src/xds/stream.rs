@@ -26,6 +26,10 @@ use end::End;
 /// a proxy sends its first request with the stream's headers).
 const FIRST_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long a stream whose requests ended cleanly waits to learn whether the connection is
+/// going too (see [`requests_ended`]).
+const REQUESTS_ENDED_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Serves one stream to its end.
 pub async fn serve<S>(ctx: Arc<XdsContext>, mut requests: S, out: Out)
 where
@@ -61,7 +65,7 @@ where
                 request = requests.next() => match request {
                     Some(Ok(request)) => if let Err(end) = Box::pin(stream.handle(request)).await { break end },
                     Some(Err(e)) => break End::of_request_error(&ctx, &e),
-                    None => break End::Gone,
+                    None => break Box::pin(requests_ended(&stream.out)).await,
                 },
                 _ = sleep_until(stream.push_deadline()) => {
                     tracing::debug!(node = %node_id, "no ACK within the push timeout; giving the permit back");
@@ -98,6 +102,21 @@ where
             }
         }
         End::Gone | End::Reset => tracing::info!(node = %node_id, reason, "proxy disconnected"),
+    }
+}
+
+/// The stream's requests ended without an error: the proxy ended its side, or the server
+/// closed the connection. hyper ends request bodies the same way after its own GOAWAY, as
+/// when a keepalive PING went unanswered within `--keepalive-timeout`. A half-closed stream
+/// can still be answered; a closed connection's response side closes right after.
+async fn requests_ended(out: &Out) -> End {
+    match tokio::time::timeout(REQUESTS_ENDED_GRACE, out.closed()).await {
+        Ok(()) => End::Lost(
+            "the connection closed under the stream without the proxy ending it (an HTTP/2 \
+             keepalive PING not answered within --keepalive-timeout)"
+                .into(),
+        ),
+        Err(_) => End::Gone,
     }
 }
 

@@ -1,9 +1,8 @@
 //! Why an ADS stream ended: the `reason` label of `revplane_xds_stream_ends_total`, and how a
 //! failed request body is told apart — the proxy left (closed its side, reset the stream,
 //! closed its connection) or the connection broke under the stream (a reset, a TCP timeout),
-//! which is worth a warning. A connection the server closes on an unanswered HTTP/2
-//! keepalive PING is not told apart: hyper sends GOAWAY (NO_ERROR) and its streams'
-//! requests end cleanly, as when the proxy ends them.
+//! which is worth a warning. Requests that end cleanly are told apart in `stream.rs`
+//! (`requests_ended`): hyper also ends them cleanly when the server closed the connection.
 
 use tonic::Status;
 
