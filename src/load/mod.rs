@@ -16,7 +16,6 @@ mod ads;
 mod chunks;
 mod names;
 mod proxy;
-mod read_ahead;
 pub mod report;
 pub mod stall;
 mod summary;
@@ -77,7 +76,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         Some(n) => {
             let mut channels = Vec::with_capacity(n);
             for _ in 0..n.max(1) {
-                channels.push(proxy::connect(config.xds_addr).await?);
+                channels.push(proxy::endpoint(config.xds_addr).connect().await?);
             }
             channels
         }

@@ -15,7 +15,6 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::ads;
 use super::names::NameLists;
-use super::read_ahead::Connector;
 use super::summary::{assignment_names, route_names, AnySummary, ResponseSummary, Subscription};
 use super::LoadConfig;
 use crate::snapshot::ResourceType;
@@ -48,13 +47,11 @@ fn ended(status: &tonic::Status) -> Observation {
     )
 }
 
-/// A connection to the server at `addr`, read ahead ([`ReadAhead`]).
-pub(super) async fn connect(addr: SocketAddr) -> Result<Channel, tonic::transport::Error> {
+pub(super) fn endpoint(addr: SocketAddr) -> Endpoint {
     Endpoint::from_shared(format!("http://{addr}"))
         .expect("a socket address is a valid URI")
         .connect_timeout(Duration::from_secs(30))
-        .connect_with_connector(Connector { addr })
-        .await
+        .tcp_nodelay(true)
 }
 
 pub(super) fn node(i: usize, revision: &str) -> Node {
@@ -142,14 +139,17 @@ async fn session(
     let started = Instant::now();
     let channel = match channel {
         Some(c) => c,
-        None => match stop.run_until_cancelled(connect(config.xds_addr)).await {
-            None => return SessionEnd::Over,
-            Some(Ok(c)) => c,
-            Some(Err(e)) => {
-                let _ = events.send(Observation::Failed(format!("connect: {e}")));
-                return SessionEnd::Over;
+        None => {
+            let endpoint = endpoint(config.xds_addr);
+            match stop.run_until_cancelled(endpoint.connect()).await {
+                None => return SessionEnd::Over,
+                Some(Ok(c)) => c,
+                Some(Err(e)) => {
+                    let _ = events.send(Observation::Failed(format!("connect: {e}")));
+                    return SessionEnd::Over;
+                }
             }
-        },
+        }
     };
     let cds = ResourceType::Cluster.type_url();
     let eds = ResourceType::Endpoint.type_url();
