@@ -91,9 +91,23 @@ fn length(buf: &mut impl Buf) -> Result<usize, Malformed> {
 
 /// A length-delimited UTF-8 string.
 fn string(buf: &mut impl Buf) -> Result<String, Malformed> {
-    let len = length(buf)?;
-    let bytes = buf.copy_to_bytes(len);
-    String::from_utf8(bytes.to_vec()).map_err(|_| Malformed::NotUtf8)
+    let mut bytes = vec![0; length(buf)?];
+    buf.copy_to_slice(&mut bytes);
+    String::from_utf8(bytes).map_err(|_| Malformed::NotUtf8)
+}
+
+/// Moves `buf` to the bytes of the first length-delimited field numbered `number` of the
+/// encoded message it holds and returns their length, skipping the fields before it;
+/// `None` when there is no such field.
+fn find(buf: &mut impl Buf, number: u32) -> Result<Option<usize>, Malformed> {
+    while buf.has_remaining() {
+        let (tag, wire_type) = decode_key(buf)?;
+        if (tag, wire_type) == (number, WireType::LengthDelimited) {
+            return length(buf).map(Some);
+        }
+        skip_field(wire_type, tag, buf, DecodeContext::default())?;
+    }
+    Ok(None)
 }
 
 /// An `Any`'s value (the encoded resource), without its type URL.
@@ -112,37 +126,24 @@ enum Value {
 }
 
 impl AnySummary {
-    /// Reads the `Any` of `len` bytes at the front of `buf`.
+    /// Reads the `Any` of `len` bytes at the front of `buf`: its value is field 2.
     fn read(buf: &mut Chunks, len: usize) -> Result<AnySummary, Malformed> {
         if len <= WHOLE {
             let any = buf.copy_to_bytes(len);
             let mut fields = &any[..];
-            let mut value = Bytes::new();
-            while !fields.is_empty() {
-                let (tag, wire_type) = decode_key(&mut fields)?;
-                if (tag, wire_type) == (2, WireType::LengthDelimited) {
-                    let len = length(&mut fields)?;
-                    value = any.slice_ref(&fields[..len]);
-                    fields = &fields[len..];
-                } else {
-                    skip_field(wire_type, tag, &mut fields, DecodeContext::default())?;
-                }
-            }
+            let value = match find(&mut fields, 2)? {
+                Some(len) => any.slice_ref(&fields[..len]),
+                None => Bytes::new(),
+            };
             return Ok(AnySummary {
                 value: Value::Whole(value),
             });
         }
         let mut any = buf.split_to(len);
-        let mut value = Chunks::default();
-        while any.has_remaining() {
-            let (tag, wire_type) = decode_key(&mut any)?;
-            if (tag, wire_type) == (2, WireType::LengthDelimited) {
-                let len = length(&mut any)?;
-                value = any.split_to(len);
-            } else {
-                skip_field(wire_type, tag, &mut any, DecodeContext::default())?;
-            }
-        }
+        let value = match find(&mut any, 2)? {
+            Some(len) => any.split_to(len),
+            None => Chunks::default(),
+        };
         let mut front = value.clone();
         let name = field_one(&mut front).map(|len| front.copy_to_bytes(len));
         Ok(AnySummary {
@@ -179,20 +180,10 @@ impl AnySummary {
     }
 }
 
-/// Moves `buf` to the bytes of the first length-delimited field numbered 1 of the encoded
-/// message it holds and returns their length, skipping the fields before it as prost does
-/// (encoders write fields in order, so it is usually first); `None` when there is none
-/// whole.
+/// [`find`] for field 1, the name of every resource type (encoders write fields in order, so
+/// it is usually first); `None` also when the message is malformed before it.
 fn field_one(buf: &mut impl Buf) -> Option<usize> {
-    while buf.has_remaining() {
-        let (tag, wire_type) = decode_key(buf).ok()?;
-        if tag != 1 || wire_type != WireType::LengthDelimited {
-            skip_field(wire_type, tag, buf, DecodeContext::default()).ok()?;
-            continue;
-        }
-        return length(buf).ok();
-    }
-    None
+    find(buf, 1).ok().flatten()
 }
 
 /// A Cluster's name, discovery type and EDS service name.
